@@ -1,0 +1,50 @@
+"""Extensions, created unbound and bound in ``create_app``.
+
+``db`` gives each request its own SQLAlchemy session, closed at teardown. Views never
+commit: the services they call do.
+"""
+
+from __future__ import annotations
+
+from flask import Flask, g
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from royalties.db import make_engine, make_sessionmaker
+
+
+class Database:
+    def __init__(self) -> None:
+        self._app: Flask | None = None
+
+    def init_app(self, app: Flask, engine: Engine | None = None) -> None:
+        engine = engine or make_engine(app.config["DATABASE_URL"])
+        app.extensions["royalties.db"] = (engine, make_sessionmaker(engine))
+        app.teardown_appcontext(self._close)
+
+    @staticmethod
+    def _factory() -> sessionmaker[Session]:
+        from flask import current_app
+
+        return current_app.extensions["royalties.db"][1]  # type: ignore[no-any-return]
+
+    @property
+    def engine(self) -> Engine:
+        from flask import current_app
+
+        return current_app.extensions["royalties.db"][0]  # type: ignore[no-any-return]
+
+    @property
+    def session(self) -> Session:
+        if "db_session" not in g:
+            g.db_session = self._factory()()
+        return g.db_session  # type: ignore[no-any-return]
+
+    @staticmethod
+    def _close(_exc: BaseException | None) -> None:
+        session = g.pop("db_session", None)
+        if session is not None:
+            session.close()
+
+
+db = Database()

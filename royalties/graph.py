@@ -1,0 +1,157 @@
+"""Sponsor rules and upline lookups on the referral forest (SPEC section 2).
+
+Invariants, in plain words:
+
+- Each fan has at most one sponsor, set once (first touch) and never changed.
+- A fan is never its own sponsor and a sponsor never closes a loop, so the graph is a
+  forest. ``fans.root_id`` names each fan's tree root: giving root F the sponsor S
+  closes a loop exactly when ``S.root_id == F.id``.
+- ``fan_ancestors`` holds each fan's first five ancestors with their depth. A new fan
+  copies its sponsor's rows (one indexed read, at most five inserts). Giving an existing
+  root a sponsor ("re-rooting", rare) splices the sponsor's upline onto the root's
+  downline to depth five and moves the whole tree to the new root id.
+
+Concurrency: re-rooting takes an exclusive transaction-scoped advisory lock on
+PostgreSQL, and attaching a new fan takes it shared, so a new fan never copies an
+upline that a concurrent re-root is rewriting. SQLite serialises writers anyway.
+"""
+
+from __future__ import annotations
+
+from sqlalchemy import func, insert, select, text, update
+from sqlalchemy.orm import Session
+
+from royalties.errors import Conflict, GraphError, NotFound
+from royalties.ids import new_id
+from royalties.models import Fan, FanAncestor
+from royalties.models.graph import MAX_DEPTH
+
+_REROOT_LOCK = 0x726F79616C  # arbitrary constant shared by every process
+
+
+def _lock(session: Session, *, exclusive: bool) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
+        session.execute(text(f"SELECT {fn}(:k)"), {"k": _REROOT_LOCK})
+
+
+def normalize_email(email: str | None) -> str | None:
+    return email.strip().lower() if email else None
+
+
+def upline(session: Session, fan_id: str, depth: int = MAX_DEPTH) -> list[str]:
+    """The fan's sponsor, sponsor's sponsor, ... up to ``depth`` levels, nearest first."""
+    return list(
+        session.scalars(
+            select(FanAncestor.ancestor_id)
+            .where(FanAncestor.fan_id == fan_id, FanAncestor.depth <= depth)
+            .order_by(FanAncestor.depth)
+        )
+    )
+
+
+def downline_counts(session: Session, fan_id: str) -> dict[int, int]:
+    """How many fans sit 1..5 levels below ``fan_id`` (every level present, zeros included)."""
+    rows = session.execute(
+        select(FanAncestor.depth, func.count())
+        .where(FanAncestor.ancestor_id == fan_id)
+        .group_by(FanAncestor.depth)
+    ).all()
+    counts = dict.fromkeys(range(1, MAX_DEPTH + 1), 0)
+    counts.update({depth: n for depth, n in rows})
+    return counts
+
+
+def create_fan(
+    session: Session,
+    *,
+    handle: str,
+    email: str | None = None,
+    sponsor_id: str | None = None,
+    storefront_id: str | None = None,
+    external_id: str | None = None,
+) -> Fan:
+    """Add a new fan, attached under ``sponsor_id`` when given. Does not commit."""
+    email = normalize_email(email)
+    if session.scalar(select(Fan.id).where(Fan.handle == handle)) is not None:
+        raise Conflict(f"handle {handle!r} is taken", fields={"handle": ["already taken"]})
+    if email and session.scalar(select(Fan.id).where(Fan.email == email)) is not None:
+        raise Conflict("a fan with this email exists", fields={"email": ["already registered"]})
+    fan_id = new_id("fan")
+    fan = Fan(
+        id=fan_id,
+        handle=handle,
+        email=email,
+        root_id=fan_id,
+        storefront_id=storefront_id,
+        external_id=external_id,
+    )
+    if sponsor_id is None:
+        session.add(fan)
+        session.flush()
+        return fan
+    _lock(session, exclusive=False)
+    sponsor = session.get(Fan, sponsor_id)
+    if sponsor is None:
+        raise NotFound(f"sponsor {sponsor_id} does not exist")
+    fan.sponsor_id = sponsor.id
+    fan.root_id = sponsor.root_id
+    session.add(fan)
+    session.flush()
+    rows = [{"fan_id": fan_id, "ancestor_id": sponsor.id, "depth": 1}]
+    rows += [
+        {"fan_id": fan_id, "ancestor_id": ancestor, "depth": depth + 1}
+        for depth, ancestor in enumerate(upline(session, sponsor.id, MAX_DEPTH - 1), start=1)
+    ]
+    session.execute(insert(FanAncestor), rows)
+    return fan
+
+
+def assign_sponsor(session: Session, fan_id: str, sponsor_id: str, *, strict: bool = True) -> bool:
+    """Give the sponsor-less fan ``fan_id`` the sponsor ``sponsor_id``. Does not commit.
+
+    Returns True when the sponsor was set. When the rules forbid it (already sponsored,
+    self, loop) raises GraphError if ``strict``, else returns False and changes nothing:
+    the purchase flow uses ``strict=False`` because a refused sponsor there is normal.
+    """
+    if fan_id == sponsor_id:
+        return _refuse(strict, "a fan cannot sponsor itself")
+    _lock(session, exclusive=True)
+    fan = session.get(Fan, fan_id, populate_existing=True, with_for_update=True)
+    sponsor = session.get(Fan, sponsor_id, populate_existing=True)
+    if fan is None or sponsor is None:
+        raise NotFound("no such fan")
+    if fan.sponsor_id is not None:
+        return _refuse(strict, "the sponsor is set once and never changed")
+    if sponsor.root_id == fan.id:
+        return _refuse(strict, "that sponsor is in this fan's downline: it would close a loop")
+
+    sponsor_chain = [
+        (ancestor, depth)
+        for depth, ancestor in enumerate(
+            [sponsor.id, *upline(session, sponsor.id, MAX_DEPTH - 1)], 1
+        )
+    ]
+    below_fan = session.execute(
+        select(FanAncestor.fan_id, FanAncestor.depth).where(
+            FanAncestor.ancestor_id == fan.id, FanAncestor.depth <= MAX_DEPTH - 1
+        )
+    ).all()
+    downline = [(fan.id, 0), *below_fan]
+    rows = [
+        {"fan_id": member, "ancestor_id": ancestor, "depth": below + above}
+        for member, below in downline
+        for ancestor, above in sponsor_chain
+        if below + above <= MAX_DEPTH
+    ]
+    fan.sponsor_id = sponsor.id
+    session.flush()
+    session.execute(insert(FanAncestor), rows)
+    session.execute(update(Fan).where(Fan.root_id == fan.id).values(root_id=sponsor.root_id))
+    return True
+
+
+def _refuse(strict: bool, why: str) -> bool:
+    if strict:
+        raise GraphError(why, fields={"sponsor": [why]})
+    return False

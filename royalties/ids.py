@@ -1,0 +1,29 @@
+"""Opaque identifiers and secrets.
+
+Ids are a short type prefix plus 20 characters of Crockford-style base32 from the OS
+random source (100 bits): unguessable, URL-safe, and recognisable in logs
+(``fan_``, ``art_``...). ``looks_like`` lets the API reject ids of the wrong shape early.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+
+_ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
+_ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-hjkmnp-tv-z]{20}$")
+
+
+def random_token(length: int) -> str:
+    """``length`` random base32 characters."""
+    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+
+
+def new_id(prefix: str) -> str:
+    """A new opaque id such as ``fan_8k3m...``."""
+    return f"{prefix}_{random_token(20)}"
+
+
+def looks_like_id(value: str) -> bool:
+    """True when ``value`` has the shape of an id made by :func:`new_id`."""
+    return bool(_ID_RE.match(value))

@@ -1,0 +1,69 @@
+"""API keys: issue, authenticate, revoke.
+
+A key is ``rk_`` plus 32 base32 characters (160 random bits). Only its SHA-256 is kept;
+the plain key exists once, in the response that created it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from royalties.ids import new_id, random_token
+from royalties.models import ApiKey
+from royalties.models.accounts import ROLES
+
+KEY_PREFIX = "rk_"
+MAX_KEY_LENGTH = 255
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling: a role and, except for admins, the id of what the key belongs to."""
+
+    key_id: str
+    role: str
+    owner_id: str | None
+
+    @property
+    def client_id(self) -> str:
+        """The scope of the caller's idempotency keys."""
+        return self.owner_id or self.key_id
+
+
+def hash_key(plain: str) -> str:
+    return hashlib.sha256(plain.encode()).hexdigest()
+
+
+def issue_key(session: Session, role: str, owner_id: str | None) -> str:
+    """Add a new key for ``role``/``owner_id`` to the session and return its plain text."""
+    if role not in ROLES:
+        raise ValueError(f"unknown role {role!r}")
+    plain = KEY_PREFIX + random_token(32)
+    session.add(
+        ApiKey(
+            id=new_id("key"),
+            key_hash=hash_key(plain),
+            prefix=plain[:10],
+            role=role,
+            owner_id=owner_id,
+        )
+    )
+    return plain
+
+
+def authenticate(session: Session, plain: str) -> Principal | None:
+    """The principal for ``plain``, or None for an unknown, revoked or malformed key."""
+    if not plain.startswith(KEY_PREFIX) or len(plain) > MAX_KEY_LENGTH:
+        return None
+    row = session.execute(
+        select(ApiKey.id, ApiKey.role, ApiKey.owner_id).where(
+            ApiKey.key_hash == hash_key(plain), ApiKey.revoked_at.is_(None)
+        )
+    ).first()
+    if row is None:
+        return None
+    return Principal(key_id=row.id, role=row.role, owner_id=row.owner_id)

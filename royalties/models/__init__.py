@@ -1,0 +1,29 @@
+"""Typed ORM models, one module per aggregate. Importing this package registers them all."""
+
+from royalties.models.accounts import ApiKey
+from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
+from royalties.models.graph import Fan, FanAncestor
+from royalties.models.idempotency import IdempotencyRecord
+from royalties.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
+from royalties.models.links import Click, ShareLink
+from royalties.models.sales import Purchase, Refund, Reward
+
+__all__ = [
+    "CONTENT_KINDS",
+    "ApiKey",
+    "Artist",
+    "Click",
+    "Content",
+    "Fan",
+    "FanAncestor",
+    "IdempotencyRecord",
+    "LedgerAccount",
+    "LedgerEntry",
+    "LedgerTransaction",
+    "Purchase",
+    "Refund",
+    "Reward",
+    "RewardPlan",
+    "ShareLink",
+    "Storefront",
+]

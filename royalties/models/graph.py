@@ -1,0 +1,50 @@
+"""The referral forest.
+
+- ``fans.sponsor_id`` is set at most once and never to the fan itself or a descendant.
+- ``fans.root_id`` names the root of the fan's tree; a sponsor S for fan F closes a loop
+  exactly when ``S.root_id == F.id`` (F can only be given a sponsor while it is a root).
+- ``fan_ancestors`` is a closure table cut at depth 5: row ``(fan, ancestor, depth)`` for
+  each of the fan's first five ancestors. The upline and the downline counts per level
+  are then one indexed query each, never a graph walk.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy.orm import Mapped, mapped_column
+
+from royalties.db import Base, UTCDateTime, utcnow
+
+#: How deep the closure table goes: the buyer's sponsor plus four more levels.
+MAX_DEPTH = 5
+
+
+class Fan(Base):
+    __tablename__ = "fans"
+    __table_args__ = (
+        UniqueConstraint("storefront_id", "external_id"),
+        CheckConstraint("sponsor_id IS NULL OR sponsor_id <> id", "not_own_sponsor"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    handle: Mapped[str] = mapped_column(String(64), unique=True)
+    email: Mapped[str | None] = mapped_column(String(320), unique=True)
+    sponsor_id: Mapped[str | None] = mapped_column(ForeignKey("fans.id"), index=True)
+    root_id: Mapped[str] = mapped_column(String(32), index=True)
+    storefront_id: Mapped[str | None] = mapped_column(ForeignKey("storefronts.id"))
+    external_id: Mapped[str | None] = mapped_column(String(255))
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class FanAncestor(Base):
+    __tablename__ = "fan_ancestors"
+    __table_args__ = (
+        CheckConstraint(f"depth >= 1 AND depth <= {MAX_DEPTH}", "depth_range"),
+        Index("ix_fan_ancestors_ancestor_depth", "ancestor_id", "depth"),
+    )
+
+    fan_id: Mapped[str] = mapped_column(ForeignKey("fans.id"), primary_key=True)
+    depth: Mapped[int] = mapped_column(Integer, primary_key=True)
+    ancestor_id: Mapped[str] = mapped_column(ForeignKey("fans.id"))

@@ -1,0 +1,58 @@
+"""Money as integer minor units with an ISO 4217 currency.
+
+Invariant: an amount is always a Python ``int`` (never ``bool``, never ``float``, never
+``Decimal``) and a currency is a three-letter upper-case ISO 4217 code. Everything that
+divides money uses floor division on integers, so results are exact and reproducible.
+"""
+
+from __future__ import annotations
+
+from royalties.errors import MoneyError
+
+#: Upper bound for one sale or refund: 10^12 minor units (ten billion dollars), far
+#: below BIGINT and any sane sale, so that ``amount * rate`` never overflows in SQL.
+MAX_AMOUNT = 10**12
+
+# Active ISO 4217 codes (2024 list, funds and precious metals excluded).
+ISO_4217 = frozenset(
+    """
+    AED AFN ALL AMD ANG AOA ARS AUD AWG AZN BAM BBD BDT BGN BHD BIF BMD BND BOB BRL BSD BTN
+    BWP BYN BZD CAD CDF CHF CLP CNY COP CRC CUP CVE CZK DJF DKK DOP DZD EGP ERN ETB EUR FJD
+    FKP GBP GEL GHS GIP GMD GNF GTQ GYD HKD HNL HTG HUF IDR ILS INR IQD IRR ISK JMD JOD JPY
+    KES KGS KHR KMF KPW KRW KWD KYD KZT LAK LBP LKR LRD LSL LYD MAD MDL MGA MKD MMK MNT MOP
+    MRU MUR MVR MWK MXN MYR MZN NAD NGN NIO NOK NPR NZD OMR PAB PEN PGK PHP PKR PLN PYG QAR
+    RON RSD RUB RWF SAR SBD SCR SDG SEK SGD SHP SLE SOS SRD SSP STN SVC SYP SZL THB TJS TMT
+    TND TOP TRY TTD TWD TZS UAH UGX USD UYU UZS VES VND VUV WST XAF XCD XCG XOF XPF YER ZAR
+    ZMW ZWG
+    """.split()
+)
+
+
+def normalize_currency(code: object) -> str:
+    """Return ``code`` upper-cased if it is an ISO 4217 currency, else raise MoneyError."""
+    if not isinstance(code, str) or len(code) != 3:
+        raise MoneyError("currency must be a three-letter ISO 4217 code")
+    upper = code.upper()
+    if upper not in ISO_4217:
+        raise MoneyError(f"unknown currency {code!r}: not an ISO 4217 code")
+    return upper
+
+
+def check_amount(amount: object, *, allow_zero: bool = False) -> int:
+    """Return ``amount`` if it is an integer in (0, MAX_AMOUNT], else raise MoneyError."""
+    if isinstance(amount, bool) or not isinstance(amount, int):
+        raise MoneyError("amounts are integers in minor units (cents), not floats or strings")
+    low = 0 if allow_zero else 1
+    if not low <= amount <= MAX_AMOUNT:
+        raise MoneyError(f"amount must be between {low} and {MAX_AMOUNT} minor units")
+    return amount
+
+
+def share_bps(amount: int, bps: int) -> int:
+    """``floor(amount * bps / 10000)`` in exact integer arithmetic."""
+    return (amount * bps) // 10_000
+
+
+def prorate(part: int, numerator: int, denominator: int) -> int:
+    """``floor(part * numerator / denominator)`` in exact integer arithmetic."""
+    return (part * numerator) // denominator

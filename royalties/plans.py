@@ -1,0 +1,105 @@
+"""Reward plans (SPEC section 4): validation, versioning, and which plan applies.
+
+A plan is 1 to 5 non-negative basis-point rates summing to at most 5000 (50%), and a
+hold of 0 to 365 days. Plans are immutable: setting one inserts the next version of
+its scope. A content item's own plan, when it has one, overrides its artist's.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from sqlalchemy import case, func, select
+from sqlalchemy.orm import Session
+
+from royalties.errors import PlanError
+from royalties.models import RewardPlan
+
+DEFAULT_RATES_BPS = (500, 200, 100, 50, 25)
+DEFAULT_HOLD_DAYS = 30
+MAX_LEVELS = 5
+MAX_TOTAL_BPS = 5000
+MAX_HOLD_DAYS = 365
+
+
+def validate_plan(level_rates_bps: Sequence[object], hold_days: object) -> tuple[list[int], int]:
+    """Return the plan as plain ints, or raise PlanError naming the offending field."""
+    rates = list(level_rates_bps)
+    if not 1 <= len(rates) <= MAX_LEVELS:
+        raise PlanError(
+            f"a plan has 1 to {MAX_LEVELS} levels",
+            fields={"level_rates_bps": [f"give 1 to {MAX_LEVELS} rates, got {len(rates)}"]},
+        )
+    for rate in rates:
+        if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:
+            raise PlanError(
+                "rates are non-negative integers in basis points",
+                fields={"level_rates_bps": [f"{rate!r} is not a non-negative integer"]},
+            )
+    total = sum(rates)  # type: ignore[arg-type]
+    if total > MAX_TOTAL_BPS:
+        raise PlanError(
+            f"rates sum to {total} bps; at most {MAX_TOTAL_BPS} (50%) may go to fans",
+            fields={"level_rates_bps": [f"sum is {total}, the maximum is {MAX_TOTAL_BPS}"]},
+        )
+    if isinstance(hold_days, bool) or not isinstance(hold_days, int):
+        raise PlanError("hold_days is an integer", fields={"hold_days": ["not an integer"]})
+    if not 0 <= hold_days <= MAX_HOLD_DAYS:
+        raise PlanError(
+            f"hold_days is 0 to {MAX_HOLD_DAYS}",
+            fields={"hold_days": [f"must be between 0 and {MAX_HOLD_DAYS}"]},
+        )
+    return [int(r) for r in rates], hold_days  # type: ignore[call-overload]
+
+
+def artist_scope(artist_id: str) -> str:
+    return f"artist:{artist_id}"
+
+
+def content_scope(content_id: str) -> str:
+    return f"content:{content_id}"
+
+
+def add_plan_version(
+    session: Session,
+    *,
+    artist_id: str,
+    content_id: str | None,
+    level_rates_bps: Sequence[object],
+    hold_days: object,
+) -> RewardPlan:
+    """Validate and add the next version of the artist's (or content item's) plan."""
+    rates, hold = validate_plan(level_rates_bps, hold_days)
+    scope = content_scope(content_id) if content_id else artist_scope(artist_id)
+    last = session.scalar(select(func.max(RewardPlan.version)).where(RewardPlan.scope == scope))
+    plan = RewardPlan(
+        scope=scope,
+        artist_id=artist_id,
+        content_id=content_id,
+        version=(last or 0) + 1,
+        level_rates_bps=rates,
+        hold_days=hold,
+    )
+    session.add(plan)
+    session.flush()
+    return plan
+
+
+def current_plan(session: Session, scope: str) -> RewardPlan | None:
+    return session.scalars(
+        select(RewardPlan).where(RewardPlan.scope == scope).order_by(RewardPlan.version.desc())
+    ).first()
+
+
+def effective_plan(session: Session, *, artist_id: str, content_id: str) -> RewardPlan:
+    """The content item's own latest plan if it has one, else its artist's latest."""
+    own = content_scope(content_id)
+    plan = session.scalars(
+        select(RewardPlan)
+        .where(RewardPlan.scope.in_((own, artist_scope(artist_id))))
+        .order_by(case((RewardPlan.scope == own, 0), else_=1), RewardPlan.version.desc())
+        .limit(1)
+    ).first()
+    if plan is None:  # every artist gets version 1 at creation; this is a broken database
+        raise PlanError(f"artist {artist_id} has no reward plan")
+    return plan
