@@ -1,0 +1,165 @@
+"""Share links and the clicks on them (SPEC section 7).
+
+- A code is 10 characters of the id alphabet drawn from the OS random source (50 bits):
+  short enough to paste, too many to guess. Anything else in a path is unknown before
+  the database is asked.
+- Each request for a link makes a new one, so a fan can tell channels apart; a fan's
+  older links for the same content keep working until disabled.
+- A link is disabled by its fan, by the artist who owns its content, or by an admin.
+  Disabling is one-way and idempotent; a disabled link redirects nowhere, records no
+  click and sponsors no sign-up.
+- A click is the highest-volume write: one indexed SELECT (the active link joined to its
+  content) and one Core INSERT, no ORM unit of work. Only a salted hash of the client
+  address is kept, never the address itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Iterator
+from itertools import islice
+from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
+
+from sqlalchemy import func, insert, select
+from sqlalchemy.orm import Session
+
+from royalties.db import utcnow
+from royalties.errors import Conflict, Forbidden, NotFound
+from royalties.ids import random_token
+from royalties.models import Click, Content, ShareLink
+from royalties.services._tx import transactional
+
+CODE_LENGTH = 10
+MAX_USER_AGENT = 512
+_CODE_RE = re.compile(rf"^[0-9a-hjkmnp-tv-z]{{{CODE_LENGTH}}}$")
+_CODE_ATTEMPTS = 5
+
+
+def looks_like_code(value: str) -> bool:
+    """True when ``value`` has the shape of a share code."""
+    return bool(_CODE_RE.match(value))
+
+
+def share_url(public_base_url: str, code: str) -> str:
+    """The public address of a share link, e.g. ``https://example.com/l/8k3m...``."""
+    return f"{public_base_url.rstrip('/')}/l/{code}"
+
+
+def add_ref(url: str, code: str) -> str:
+    """``url`` with ``ref=<code>`` in its query, replacing any ``ref`` already there.
+
+    The other query parameters keep their order and their exact encoding, and the
+    fragment is kept.
+    """
+    parts = urlsplit(url)
+    kept = [
+        pair
+        for pair in parts.query.split("&")
+        if pair and unquote_plus(pair.partition("=")[0]) != "ref"
+    ]
+    kept.append(urlencode({"ref": code}))
+    return urlunsplit(parts._replace(query="&".join(kept)))
+
+
+def hash_client_address(salt: str, address: str) -> str:
+    """The SHA-256 (hex) of ``salt`` + ``address``: what a click keeps of its client."""
+    return hashlib.sha256(f"{salt}{address}".encode()).hexdigest()
+
+
+def _random_codes() -> Iterator[str]:
+    while True:
+        yield random_token(CODE_LENGTH)
+
+
+def new_code(session: Session, candidates: Iterable[str] | None = None) -> str:
+    """The first of ``candidates`` (random codes by default) that no link uses yet.
+
+    The primary key still guards the (50-bit) chance that a concurrent request picks
+    the same code between this check and the insert.
+    """
+    source = candidates if candidates is not None else _random_codes()
+    for code in islice(source, _CODE_ATTEMPTS):
+        if session.get(ShareLink, code) is None:
+            return code
+    raise Conflict("could not allocate a share code; retry")
+
+
+@transactional
+def create_share_link(session: Session, *, fan_id: str, content_id: str) -> ShareLink:
+    """A new active link from ``fan_id`` to ``content_id`` (a new one on every call)."""
+    content = session.get(Content, content_id)
+    if content is None:
+        raise NotFound(f"content {content_id} does not exist")
+    link = ShareLink(
+        code=new_code(session),
+        fan_id=fan_id,
+        content_id=content.id,
+        artist_id=content.artist_id,
+        active=True,
+    )
+    session.add(link)
+    session.flush()
+    return link
+
+
+def get_share_link(session: Session, code: str) -> ShareLink:
+    if not looks_like_code(code):
+        raise NotFound("no such share link")
+    link = session.get(ShareLink, code)
+    if link is None:
+        raise NotFound("no such share link")
+    return link
+
+
+def check_may_manage(link: ShareLink, *, acting_role: str, acting_owner_id: str | None) -> None:
+    """Allow admins, the link's fan, and the artist who owns the linked content."""
+    if acting_role == "admin":
+        return
+    if acting_role == "fan" and acting_owner_id == link.fan_id:
+        return
+    if acting_role == "artist" and acting_owner_id == link.artist_id:
+        return
+    raise Forbidden("this share link belongs to someone else")
+
+
+@transactional
+def disable_share_link(
+    session: Session, *, code: str, acting_role: str, acting_owner_id: str | None
+) -> ShareLink:
+    """Disable a link for good; disabling a disabled link changes nothing."""
+    link = get_share_link(session, code)
+    check_may_manage(link, acting_role=acting_role, acting_owner_id=acting_owner_id)
+    if link.active:
+        link.active = False
+        link.disabled_at = utcnow()
+        session.flush()
+    return link
+
+
+def link_with_stats(session: Session, code: str) -> tuple[ShareLink, int]:
+    """A link and how many clicks it has recorded (the caller checks who may see it)."""
+    link = get_share_link(session, code)
+    clicks = session.scalar(select(func.count()).select_from(Click).where(Click.code == code))
+    return link, clicks or 0
+
+
+@transactional
+def resolve_click(session: Session, *, code: str, ip_hash: str, user_agent: str) -> str | None:
+    """Record a click on an active link and return where to send the client.
+
+    None (and no click) for a code that is malformed, unknown or disabled.
+    """
+    if not looks_like_code(code):
+        return None
+    target = session.scalar(
+        select(Content.storefront_url)
+        .join_from(ShareLink, Content, ShareLink.content_id == Content.id)
+        .where(ShareLink.code == code, ShareLink.active.is_(True))
+    )
+    if target is None:
+        return None
+    # PostgreSQL text cannot hold NUL; a header is the client's to fill.
+    agent = user_agent.replace("\x00", "")[:MAX_USER_AGENT]
+    session.execute(insert(Click).values(code=code, at=utcnow(), ip_hash=ip_hash, user_agent=agent))
+    return add_ref(target, code)
