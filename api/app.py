@@ -18,6 +18,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if config:
         app.config.update(config)
     app.json.sort_keys = False  # type: ignore[attr-defined]
+    fee = app.config["PLATFORM_FEE_BPS"]
+    if not 0 <= fee <= 5000:
+        raise ValueError(f"PLATFORM_FEE_BPS must be 0 to 5000, got {fee}")
 
     db.init_app(app, engine=app.config.get("ENGINE"))
 
@@ -36,9 +39,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["royalties.api"] = api
     errors.register(app)
 
-    from api.resources import accounts, catalog, fans
+    from api.resources import accounts, catalog, fans, links, money, sales
 
-    for module in (accounts, catalog, fans):
+    for module in (accounts, catalog, fans, links, sales, money):
         api.register_blueprint(module.blp)
 
     @app.get("/docs")

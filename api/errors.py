@@ -137,6 +137,17 @@ class ProblemApi(Api):  # type: ignore[misc]
         if status == 500:
             return problem(500, "internal_error", "The server failed; the error was logged.")
         fields = None
+        messages = data.get("messages")
+        if status == 422 and isinstance(messages, dict) and set(messages) == {"headers"}:
+            # A missing or malformed header is a malformed request, not invalid input.
+            if "Idempotency-Key" in messages["headers"]:
+                return problem(
+                    400,
+                    "idempotency_key_missing",
+                    "this request needs an 'Idempotency-Key' header of 1 to 255 characters",
+                    errors=messages["headers"],
+                )
+            status = 400
         if "messages" in data:
             fields = _flatten_webargs(data["messages"])
         elif "errors" in data:

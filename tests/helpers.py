@@ -116,3 +116,61 @@ def row_counts(session: Session) -> dict[str, int]:
         counts[table.name] = session.scalar(select(func.count()).select_from(table)) or 0
     session.rollback()
     return counts
+
+
+def new_key() -> str:
+    return f"idem-{next(_seq)}"
+
+
+def share(api: ApiDriver, fan: Actor, content_id: str) -> str:
+    return api.ok("POST", "/v1/share-links", fan, {"content_id": content_id}, 201)["code"]  # type: ignore[no-any-return]
+
+
+def buy(
+    api: ApiDriver,
+    storefront: Actor,
+    content: dict[str, Any],
+    buyer: dict[str, str],
+    *,
+    amount: int | None = None,
+    share_code: str | None = None,
+    key: str | None = None,
+    status: int = 201,
+) -> Any:
+    payload: dict[str, Any] = {
+        "content_id": content["id"],
+        "amount": content["price"] if amount is None else amount,
+        "currency": content["currency"],
+        "buyer": buyer,
+    }
+    if share_code:
+        payload["share_code"] = share_code
+    return api.ok(
+        "POST",
+        "/v1/purchases",
+        storefront,
+        payload,
+        status,
+        headers={"Idempotency-Key": key or new_key()},
+    )
+
+
+def refund(
+    api: ApiDriver, storefront: Actor, purchase_id: str, amount: int, status: int = 201
+) -> Any:
+    return api.ok(
+        "POST",
+        f"/v1/purchases/{purchase_id}/refunds",
+        storefront,
+        {"amount": amount},
+        status,
+        headers={"Idempotency-Key": new_key()},
+    )
+
+
+def ledger_is_sound(session: Session) -> None:
+    from royalties import ledger
+
+    session.rollback()
+    assert ledger.check(session) == []
+    session.rollback()

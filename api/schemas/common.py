@@ -63,4 +63,4 @@ def HttpUrl(**kwargs: Any) -> ma.fields.Url:
 
 class PageQuery(StrictSchema):
     limit = ma.fields.Integer(load_default=50, validate=ma.validate.Range(min=1, max=500))
-    cursor = ma.fields.String(load_default=None, validate=ma.validate.Length(max=64))
+    cursor = ma.fields.String(load_default=None, validate=ma.validate.Length(max=128))

@@ -1,0 +1,84 @@
+"""Purchases and refunds, reported by storefronts under Idempotency-Keys."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from flask import current_app
+from flask.views import MethodView
+from flask_smorest import Blueprint
+
+from api.auth import current_principal, require
+from api.extensions import db
+from api.idempotent import run_once
+from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
+from royalties.services import purchases, refunds
+from royalties.services.purchases import BuyerRef
+
+blp = Blueprint("sales", __name__, url_prefix="/v1", description="Purchases and refunds")
+
+_IDEMPOTENCY_DOC = {
+    "responses": {
+        400: {"description": "Idempotency-Key header missing or malformed"},
+        409: {"description": "a request with this Idempotency-Key is still in flight"},
+    },
+}
+
+
+@blp.route("/purchases")
+class Purchases(MethodView):
+    @require("storefront")
+    @blp.arguments(IdempotencyHeader, location="headers", as_kwargs=True)
+    @blp.arguments(PurchaseIn)
+    @blp.response(201, PurchaseOut)
+    @blp.doc(**_IDEMPOTENCY_DOC)
+    def post(self, body: dict[str, Any], **_headers: Any) -> Any:
+        """Record a sale (storefront): attribute it five levels deep and book every cent"""
+        storefront_id = current_principal().owner_id
+        assert storefront_id is not None
+        return run_once(
+            lambda claim: purchases.record_purchase(
+                db.session,
+                storefront_id=storefront_id,
+                content_id=body["content_id"],
+                amount=body["amount"],
+                currency=body["currency"],
+                buyer=BuyerRef(**body["buyer"]),
+                share_code=body["share_code"],
+                fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+                claim=claim,
+            )
+        )
+
+
+@blp.route("/purchases/<purchase_id>")
+class PurchaseItem(MethodView):
+    @require("storefront", "admin")
+    @blp.response(200, PurchaseOut)
+    def get(self, purchase_id: str) -> Any:
+        """A recorded purchase with its rewards (the storefront that recorded it, admin)"""
+        principal = current_principal()
+        only = principal.owner_id if principal.role == "storefront" else None
+        return purchases.get_purchase(db.session, purchase_id, storefront_id=only)
+
+
+@blp.route("/purchases/<purchase_id>/refunds")
+class Refunds(MethodView):
+    @require("storefront")
+    @blp.arguments(IdempotencyHeader, location="headers", as_kwargs=True)
+    @blp.arguments(RefundIn)
+    @blp.response(201, RefundOut)
+    @blp.doc(**_IDEMPOTENCY_DOC)
+    def post(self, body: dict[str, Any], purchase_id: str, **_headers: Any) -> Any:
+        """Refund part or all of a purchase (the storefront that recorded it)"""
+        storefront_id = current_principal().owner_id
+        assert storefront_id is not None
+        return run_once(
+            lambda claim: refunds.refund_purchase(
+                db.session,
+                storefront_id=storefront_id,
+                purchase_id=purchase_id,
+                amount=body["amount"],
+                claim=claim,
+            )
+        )

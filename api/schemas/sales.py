@@ -1,0 +1,113 @@
+from __future__ import annotations
+
+from typing import Any
+
+import marshmallow as ma
+
+from api.schemas.common import Currency, Money, StrictSchema, Text
+
+
+class BuyerIn(StrictSchema):
+    fan_id = ma.fields.String(validate=ma.validate.Length(min=1, max=64))
+    email = ma.fields.Email(validate=ma.validate.Length(max=320))
+    external_id = Text(max_length=255)
+
+    @ma.validates_schema
+    def _exactly_one(self, data: dict[str, Any], **_: Any) -> None:
+        given = [k for k in ("fan_id", "email", "external_id") if data.get(k) is not None]
+        if len(given) != 1:
+            raise ma.ValidationError("give exactly one of fan_id, email, external_id", "_schema")
+
+
+class PurchaseIn(StrictSchema):
+    content_id = ma.fields.String(required=True, validate=ma.validate.Length(min=1, max=64))
+    amount = Money(required=True)
+    currency = Currency(required=True)
+    buyer = ma.fields.Nested(BuyerIn, required=True)
+    share_code = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Length(min=1, max=64),
+        metadata={"description": "the share code the buyer came through (the ref= parameter)"},
+    )
+
+
+class RewardLine(ma.Schema):
+    level = ma.fields.Integer(required=True)
+    fan_id = ma.fields.String(required=True)
+    amount = ma.fields.Integer(required=True)
+
+
+class PurchaseOut(ma.Schema):
+    id = ma.fields.String(required=True)
+    content_id = ma.fields.String(required=True)
+    storefront_id = ma.fields.String(required=True)
+    buyer_id = ma.fields.String(required=True)
+    amount = ma.fields.Integer(required=True)
+    currency = ma.fields.String(required=True)
+    artist_share = ma.fields.Integer(required=True)
+    fee = ma.fields.Integer(required=True)
+    plan_version = ma.fields.Integer(required=True)
+    share_code = ma.fields.String(allow_none=True)
+    refunded_amount = ma.fields.Integer(required=True)
+    rewards = ma.fields.List(ma.fields.Nested(RewardLine), required=True)
+    created_at = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+class RefundIn(StrictSchema):
+    amount = Money(required=True)
+
+
+class RefundOut(ma.Schema):
+    id = ma.fields.String(required=True)
+    purchase_id = ma.fields.String(required=True)
+    amount = ma.fields.Integer(required=True)
+    currency = ma.fields.String(required=True)
+    reversed = ma.fields.List(ma.fields.Nested(RewardLine), required=True)
+    artist_reversed = ma.fields.Integer(required=True)
+    fee_reversed = ma.fields.Integer(required=True)
+    refunded_total = ma.fields.Integer(required=True)
+    created_at = ma.fields.String(required=True, metadata={"format": "date-time"})
+
+
+class IdempotencyHeader(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    idempotency_key = ma.fields.String(
+        data_key="Idempotency-Key",
+        required=True,
+        validate=ma.validate.Length(min=1, max=255),
+        metadata={"description": "unique per request; a retry with the same key and body replays"},
+    )
+
+
+class BalanceLine(ma.Schema):
+    currency = ma.fields.String(required=True)
+    pending = ma.fields.Integer(required=True)
+    available = ma.fields.Integer(required=True)
+    paid = ma.fields.Integer(required=True)
+
+
+class BalanceOut(ma.Schema):
+    fan_id = ma.fields.String(required=True)
+    balances = ma.fields.List(ma.fields.Nested(BalanceLine), required=True)
+
+
+class RewardItem(ma.Schema):
+    id = ma.fields.String(required=True)
+    purchase_id = ma.fields.String(required=True)
+    content_id = ma.fields.String(required=True)
+    level = ma.fields.Integer(required=True)
+    amount = ma.fields.Integer(required=True)
+    reversed_amount = ma.fields.Integer(required=True)
+    currency = ma.fields.String(required=True)
+    state = ma.fields.String(
+        required=True, validate=ma.validate.OneOf(("pending", "available", "reversed"))
+    )
+    available_at = ma.fields.DateTime(required=True)
+    created_at = ma.fields.DateTime(required=True)
+
+
+class RewardPage(ma.Schema):
+    items = ma.fields.List(ma.fields.Nested(RewardItem), required=True)
+    next_cursor = ma.fields.String(allow_none=True)
