@@ -59,6 +59,26 @@ def serve(bind: str, workers: int) -> None:
     os.execv(sys.executable, args)  # noqa: S606 - replaces this process with gunicorn
 
 
+@main.command(help="Replay SPEC section 9 on a fresh SQLite file through the real API code.")
+@click.option(
+    "--database",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="SQLite file to (re)create [default: ./royalties-demo.db]",
+)
+def demo(database: str | None) -> None:
+    from pathlib import Path
+
+    from api import demo as demo_module
+
+    path = Path(database) if database else demo_module.default_path()
+    try:
+        code = demo_module.run(path)
+    except demo_module.DemoError as exc:
+        raise click.ClickException(str(exc)) from None
+    sys.exit(code)
+
+
 def _require_schema() -> None:
     """Exit with a clear message when the database is not migrated to the latest schema."""
     from alembic.runtime.migration import MigrationContext
