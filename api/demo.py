@@ -39,9 +39,8 @@ class Client:
             headers["Idempotency-Key"] = f"demo-{self.seq}"
         response = self.http.open(path, method=method, json=body, headers=headers)
         if response.status_code != expect:
-            raise DemoError(
-                f"{method} {path} answered {response.status_code}: {response.get_data(as_text=True)}"
-            )
+            answer = response.get_data(as_text=True)
+            raise DemoError(f"{method} {path} answered {response.status_code}: {answer}")
         return response.get_json() if response.is_json else response
 
 
