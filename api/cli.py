@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
+from typing import Any
 
 import click
 
@@ -77,6 +78,95 @@ def demo(database: str | None) -> None:
     except demo_module.DemoError as exc:
         raise click.ClickException(str(exc)) from None
     sys.exit(code)
+
+
+@main.group(help="Payouts through Stripe Connect.")
+def payouts() -> None:
+    pass
+
+
+@payouts.command("run", help="One payout run, with a progress bar and a summary.")
+def payouts_run() -> None:
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
+    from rich.table import Table
+
+    from api.config import from_env
+    from api.extensions import gateway_from_config
+    from royalties.errors import RoyaltiesError
+    from royalties.services.payouts import run_payouts
+
+    _require_schema()
+    config = from_env()
+    console = Console(stderr=True)
+    engine = make_engine()
+    try:
+        gateway = gateway_from_config(config)
+        with (
+            make_sessionmaker(engine)() as session,
+            Progress(
+                "[progress.description]{task.description}",
+                BarColumn(),
+                MofNCompleteColumn(),
+                TimeElapsedColumn(),
+                console=console,
+            ) as bar,
+        ):
+            task = bar.add_task("paying fans", total=None)
+
+            def tick(event: str, n: int) -> None:
+                if event == "total":
+                    bar.update(task, total=n)
+                else:
+                    bar.advance(task, n)
+
+            report = run_payouts(session, gateway, min_payout=config["MIN_PAYOUT"], progress=tick)
+    except RoyaltiesError as exc:
+        raise click.ClickException(exc.detail) from None
+    finally:
+        engine.dispose()
+    table = Table(title=f"Payout run {report.run_id}")
+    table.add_column("state")
+    table.add_column("payouts", justify="right")
+    for state in ("paid", "submitted", "failed"):
+        table.add_row(state, str(report.count(state)))
+    Console().print(table)
+    for outcome in report.outcomes:
+        if outcome.state != "paid":
+            click.echo(f"{outcome.payout_id}: {outcome.state}: {outcome.detail}")
+
+
+@payouts.command("reconcile", help="Compare Stripe transfers with the ledger's paid payouts.")
+@click.option("--since", type=click.DateTime(), required=True, help="start (UTC), inclusive")
+@click.option("--until", type=click.DateTime(), default=None, help="end (UTC), exclusive [now]")
+def payouts_reconcile(since: Any, until: Any) -> None:
+    from datetime import UTC, datetime
+
+    from api.config import from_env
+    from api.extensions import gateway_from_config
+    from royalties.errors import RoyaltiesError
+    from royalties.services.payouts import reconcile
+
+    _require_schema()
+    start = since.replace(tzinfo=UTC)
+    end = until.replace(tzinfo=UTC) if until else datetime.now(UTC)
+    engine = make_engine()
+    try:
+        gateway = gateway_from_config(from_env())
+        with make_sessionmaker(engine)() as session:
+            problems = list(reconcile(session, gateway, since=start, until=end))
+    except RoyaltiesError as exc:
+        raise click.ClickException(exc.detail) from None
+    finally:
+        engine.dispose()
+    for problem in problems:
+        click.echo(f"MISMATCH {problem}")
+    if problems:
+        click.echo(f"{len(problems)} mismatch(es) between Stripe and the ledger", err=True)
+        sys.exit(1)
+    click.echo(
+        f"Stripe and the ledger agree from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
+    )
 
 
 def _require_schema() -> None:

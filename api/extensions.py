@@ -6,11 +6,15 @@ commit: the services they call do.
 
 from __future__ import annotations
 
+from typing import Any
+
 from flask import Flask, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
+from royalties.errors import NotConfigured
+from royalties.payments.stripe import StripeGateway
 
 
 class Database:
@@ -48,3 +52,21 @@ class Database:
 
 
 db = Database()
+
+
+def stripe_gateway() -> StripeGateway:
+    """The app's one Stripe gateway, built from config on first use."""
+    from flask import current_app
+
+    gateway = current_app.extensions.get("royalties.stripe")
+    if gateway is None:
+        gateway = gateway_from_config(current_app.config)
+        current_app.extensions["royalties.stripe"] = gateway
+    return gateway  # type: ignore[no-any-return]
+
+
+def gateway_from_config(config: Any) -> StripeGateway:
+    key = config.get("STRIPE_API_KEY")
+    if not key:
+        raise NotConfigured("payouts need STRIPE_API_KEY to be set")
+    return StripeGateway(key, config.get("STRIPE_API_BASE") or None)

@@ -6,6 +6,7 @@ from royalties.models.graph import Fan, FanAncestor
 from royalties.models.idempotency import IdempotencyRecord
 from royalties.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from royalties.models.links import Click, ShareLink
+from royalties.models.payouts import Payout, PayoutEvent, PayoutRun, WebhookEvent
 from royalties.models.sales import Purchase, Refund, Reward
 
 __all__ = [
@@ -20,10 +21,14 @@ __all__ = [
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
+    "Payout",
+    "PayoutEvent",
+    "PayoutRun",
     "Purchase",
     "Refund",
     "Reward",
     "RewardPlan",
     "ShareLink",
     "Storefront",
+    "WebhookEvent",
 ]

@@ -12,7 +12,16 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import CheckConstraint, ForeignKey, Index, Integer, String, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    UniqueConstraint,
+    false,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from royalties.db import Base, UTCDateTime, utcnow
@@ -35,6 +44,9 @@ class Fan(Base):
     root_id: Mapped[str] = mapped_column(String(32), index=True)
     storefront_id: Mapped[str | None] = mapped_column(ForeignKey("storefronts.id"))
     external_id: Mapped[str | None] = mapped_column(String(255))
+    # Stripe Connect (SPEC section 6): the connected account, and whether it can be paid.
+    stripe_account_id: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
+    payouts_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

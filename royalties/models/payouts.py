@@ -1,0 +1,97 @@
+"""Payouts through Stripe Connect.
+
+- A payout is claimed (row + ledger move ``fan_available -> payout_clearing``) and
+  committed *before* Stripe is called; its id is the Stripe idempotency key, so any
+  retry, by this run or the next, can only ever produce one transfer.
+- States: ``pending`` (claimed, not yet sent), ``submitted`` (sent; outcome unknown
+  until confirmed), ``paid`` (transfer exists; clearing -> ``fan_paid``), ``failed``
+  (Stripe refused, or the transfer was reversed; money back to ``fan_available``).
+- A partial unique index allows one open (pending/submitted) payout per fan and
+  currency, a second guard beside the per-fan lock the claim takes.
+- ``payout_events`` is the audit trail: every state change with its reason.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import (
+    BigInteger,
+    CheckConstraint,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    text,
+)
+from sqlalchemy.orm import Mapped, mapped_column
+
+from royalties.db import Base, UTCDateTime, utcnow
+
+PAYOUT_STATES = ("pending", "submitted", "paid", "failed")
+OPEN_STATES = ("pending", "submitted")
+
+_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
+
+
+class PayoutRun(Base):
+    __tablename__ = "payout_runs"
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    min_payout: Mapped[int] = mapped_column(BigInteger)
+
+
+class Payout(Base):
+    __tablename__ = "payouts"
+    __table_args__ = (
+        CheckConstraint("amount > 0", "amount_positive"),
+        CheckConstraint("state IN ('pending','submitted','paid','failed')", "state"),
+        CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", "reversal_bounds"),
+        Index(
+            "uq_payouts_one_open_per_fan_currency",
+            "fan_id",
+            "currency",
+            unique=True,
+            sqlite_where=text("state IN ('pending','submitted')"),
+            postgresql_where=text("state IN ('pending','submitted')"),
+        ),
+        Index("ix_payouts_state", "state"),
+        Index("ix_payouts_fan_id_created_at", "fan_id", "created_at"),
+    )
+
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
+    run_id: Mapped[str] = mapped_column(ForeignKey("payout_runs.id"), index=True)
+    fan_id: Mapped[str] = mapped_column(ForeignKey("fans.id"))
+    currency: Mapped[str] = mapped_column(String(3))
+    amount: Mapped[int] = mapped_column(BigInteger)
+    destination: Mapped[str] = mapped_column(String(64))
+    state: Mapped[str] = mapped_column(String(16), default="pending")
+    stripe_transfer_id: Mapped[str | None] = mapped_column(String(64), unique=True)
+    reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    failure_reason: Mapped[str | None] = mapped_column(String(500))
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class PayoutEvent(Base):
+    __tablename__ = "payout_events"
+
+    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"), index=True)
+    at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    from_state: Mapped[str | None] = mapped_column(String(16))
+    to_state: Mapped[str] = mapped_column(String(16))
+    detail: Mapped[str] = mapped_column(String(500), default="")
+
+
+class WebhookEvent(Base):
+    """A Stripe event id seen once: replays of the same event change nothing."""
+
+    __tablename__ = "webhook_events"
+
+    id: Mapped[str] = mapped_column(String(255), primary_key=True)
+    type: Mapped[str] = mapped_column(String(100))
+    received_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -1,0 +1,256 @@
+"""Payout use cases: connect a fan's Stripe account, run payouts, handle webhooks,
+list payouts, and reconcile the ledger with Stripe."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from royalties import payouts as machine
+from royalties.db import insert_or_ignore, utcnow
+from royalties.errors import Forbidden, NotFound, ValidationFailed
+from royalties.holds import mature_due
+from royalties.ids import new_id
+from royalties.models import Fan, Payout, PayoutEvent, PayoutRun, WebhookEvent
+from royalties.payments.stripe import StripeGateway
+from royalties.services._tx import unit_of_work
+
+# -- onboarding ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class PayoutAccount:
+    account_id: str
+    payouts_enabled: bool
+    onboarding_url: str
+
+
+def connect_account(
+    session: Session, gateway: StripeGateway, *, fan_id: str, public_base_url: str
+) -> PayoutAccount:
+    """Create the fan's Express account once (a retry reuses it) and a fresh onboarding link."""
+    fan = session.get(Fan, fan_id)
+    if fan is None:
+        raise NotFound(f"fan {fan_id} does not exist")
+    if fan.stripe_account_id is None:
+        # Stripe dedupes on the key, so two concurrent first calls yield one account.
+        account = gateway.create_express_account(
+            fan_id=fan.id, email=fan.email, idempotency_key=f"account-{fan.id}"
+        )
+        with unit_of_work(session):
+            fan.stripe_account_id = account.id
+            fan.payouts_enabled = account.payouts_enabled
+    assert fan.stripe_account_id is not None
+    url = gateway.create_account_link(
+        account_id=fan.stripe_account_id,
+        refresh_url=f"{public_base_url}/v1/fans/{fan.id}/payout-account",
+        return_url=f"{public_base_url}/",
+    )
+    return PayoutAccount(fan.stripe_account_id, fan.payouts_enabled, url)
+
+
+# -- payout runs --------------------------------------------------------------------------
+
+
+@dataclass
+class RunReport:
+    run_id: str
+    outcomes: list[machine.Outcome] = field(default_factory=list)
+
+    def count(self, state: str) -> int:
+        return sum(1 for o in self.outcomes if o.state == state)
+
+
+Progress = Callable[[str, int], None]  # (event, n): ("total", n) once, then ("done", 1) per payout
+
+
+def run_payouts(
+    session: Session,
+    gateway: StripeGateway,
+    *,
+    min_payout: int,
+    now: datetime | None = None,
+    progress: Progress | None = None,
+) -> RunReport:
+    """One payout run: mature due rewards, retry open payouts with their own keys, then
+    claim and send a payout for every fan and currency at or above ``min_payout``."""
+    now = now or utcnow()
+    tick = progress or (lambda _event, _n: None)
+    run = PayoutRun(id=new_id("run"), min_payout=min_payout, started_at=now)
+    with unit_of_work(session):
+        session.add(run)
+        mature_due(session, now=now)
+    report = RunReport(run.id)
+
+    retry = machine.open_payout_ids(session)
+    fresh = machine.candidates(session, min_payout)
+    session.rollback()
+    tick("total", len(retry) + len(fresh))
+    for payout_id in retry:
+        report.outcomes.append(machine.send(session, gateway, payout_id))
+        tick("done", 1)
+    for candidate in fresh:
+        with unit_of_work(session):
+            payout = machine.claim(
+                session, run_id=run.id, candidate=candidate, min_payout=min_payout, now=now
+            )
+        if payout is not None:
+            report.outcomes.append(machine.send(session, gateway, payout.id))
+        tick("done", 1)
+    with unit_of_work(session):
+        session.get(PayoutRun, run.id).finished_at = utcnow()  # type: ignore[union-attr]
+    return report
+
+
+# -- webhooks -----------------------------------------------------------------------------
+
+
+def handle_webhook(session: Session, event: dict[str, Any]) -> str:
+    """Act on a verified Stripe event once; a replay of the same event id changes nothing."""
+    with unit_of_work(session):
+        first = session.execute(
+            insert_or_ignore(session, WebhookEvent)
+            .values(id=str(event["id"]), type=str(event.get("type", "")), received_at=utcnow())
+            .returning(WebhookEvent.id)
+        ).scalar()
+        if first is None:
+            return "duplicate"
+        obj = (event.get("data") or {}).get("object") or {}
+        kind = event.get("type")
+        if kind == "account.updated":
+            fan = session.scalar(select(Fan).where(Fan.stripe_account_id == obj.get("id")))
+            if fan is None:
+                return "ignored: unknown account"
+            fan.payouts_enabled = bool(obj.get("payouts_enabled"))
+            return "account updated"
+        if kind in ("transfer.reversed", "transfer.updated"):
+            payout = machine.apply_reversal(
+                session, str(obj.get("id")), int(obj.get("amount_reversed") or 0)
+            )
+            return "transfer reversal applied" if payout else "ignored: unknown transfer"
+        return "ignored"
+
+
+# -- reading ------------------------------------------------------------------------------
+
+
+def payout_view(payout: Payout) -> dict[str, Any]:
+    return {
+        "id": payout.id,
+        "run_id": payout.run_id,
+        "fan_id": payout.fan_id,
+        "currency": payout.currency,
+        "amount": payout.amount,
+        "state": payout.state,
+        "stripe_transfer_id": payout.stripe_transfer_id,
+        "reversed_amount": payout.reversed_amount,
+        "failure_reason": payout.failure_reason,
+        "attempts": payout.attempts,
+        "created_at": payout.created_at,
+        "updated_at": payout.updated_at,
+    }
+
+
+def list_payouts(
+    session: Session, *, fan_id: str | None, limit: int, cursor: str | None
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Newest first; ``cursor`` is the id of the last payout of the previous page."""
+    query = select(Payout).order_by(Payout.created_at.desc(), Payout.id.desc()).limit(limit + 1)
+    if fan_id is not None:
+        query = query.where(Payout.fan_id == fan_id)
+    if cursor:
+        last = session.get(Payout, cursor)
+        if last is None:
+            raise ValidationFailed("bad cursor", fields={"cursor": ["not a cursor we issued"]})
+        query = query.where(
+            or_(
+                Payout.created_at < last.created_at,
+                and_(Payout.created_at == last.created_at, Payout.id < last.id),
+            )
+        )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return [payout_view(p) for p in rows], (rows[-1].id if more else None)
+
+
+def get_payout(session: Session, payout_id: str, *, fan_id: str | None) -> dict[str, Any]:
+    payout = session.get(Payout, payout_id)
+    if payout is None:
+        raise NotFound(f"payout {payout_id} does not exist")
+    if fan_id is not None and payout.fan_id != fan_id:
+        raise Forbidden("this payout belongs to another fan")
+    events = session.scalars(
+        select(PayoutEvent).where(PayoutEvent.payout_id == payout_id).order_by(PayoutEvent.id)
+    )
+    view = payout_view(payout)
+    view["events"] = [
+        {"at": e.at, "from_state": e.from_state, "to_state": e.to_state, "detail": e.detail}
+        for e in events
+    ]
+    return view
+
+
+# -- reconciliation -----------------------------------------------------------------------
+
+
+def reconcile(
+    session: Session, gateway: StripeGateway, *, since: datetime, until: datetime
+) -> Iterator[str]:
+    """Compare Stripe's transfers created in [since, until) with the ledger's payouts;
+    yields one sentence per mismatch."""
+    transfers = {
+        t.id: t
+        for t in gateway.list_transfers(
+            created_gte=int(since.timestamp()), created_lt=int(until.timestamp())
+        )
+    }
+    paid = list(
+        session.scalars(
+            select(Payout).where(
+                or_(
+                    Payout.stripe_transfer_id.in_(list(transfers) or [""]),
+                    and_(
+                        Payout.state == "paid",
+                        Payout.updated_at >= since,
+                        Payout.updated_at < until,
+                    ),
+                )
+            )
+        )
+    )
+    by_transfer = {p.stripe_transfer_id: p for p in paid if p.stripe_transfer_id}
+    for tid, t in sorted(transfers.items()):
+        payout = by_transfer.get(tid)
+        if payout is None:
+            claimed = t.metadata.get("payout_id", "?")
+            yield (
+                f"Stripe transfer {tid} ({t.amount} {t.currency}, payout {claimed}) "
+                "has no paid payout in the ledger"
+            )
+            continue
+        if (t.amount, t.currency, t.destination) != (
+            payout.amount,
+            payout.currency,
+            payout.destination,
+        ):
+            yield (
+                f"transfer {tid} is {t.amount} {t.currency} to {t.destination} but payout "
+                f"{payout.id} says {payout.amount} {payout.currency} to {payout.destination}"
+            )
+        if t.amount_reversed != payout.reversed_amount:
+            yield (
+                f"transfer {tid} has {t.amount_reversed} reversed at Stripe, "
+                f"the ledger {payout.reversed_amount}"
+            )
+    for payout in paid:
+        if payout.state == "paid" and payout.stripe_transfer_id not in transfers:
+            yield (
+                f"payout {payout.id} is paid in the ledger but Stripe lists "
+                f"no transfer {payout.stripe_transfer_id}"
+            )
