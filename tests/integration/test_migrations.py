@@ -70,3 +70,104 @@ def test_the_ledger_refuses_updates_and_deletes(session):
         with pytest.raises(Exception, match="append-only"):
             session.execute(text(statement))
         session.rollback()
+
+
+@pytest.mark.postgres
+def test_postgres_refuses_to_commit_an_unbalanced_ledger_transaction(session):
+    session.execute(
+        text(
+            "INSERT INTO ledger_accounts (id, kind, owner_id, currency) VALUES "
+            "('a:x:USD', 'artist_earnings', 'x', 'USD'), ('b:x:USD', 'platform_fees', 'x', 'USD')"
+        )
+    )
+    txn = session.execute(
+        text(
+            "INSERT INTO ledger_transactions (kind, ref, currency, memo, created_at) "
+            "VALUES ('test', 't', 'USD', '', now()) RETURNING id"
+        )
+    ).scalar_one()
+    session.execute(
+        text(
+            "INSERT INTO ledger_entries (transaction_id, account_id, currency, amount) VALUES "
+            "(:t, 'a:x:USD', 'USD', 5), (:t, 'b:x:USD', 'USD', -4)"
+        ),
+        {"t": txn},
+    )
+    with pytest.raises(Exception, match="unbalanced"):
+        session.commit()
+    session.rollback()
+    assert session.execute(text("SELECT count(*) FROM ledger_entries")).scalar() == 0
+
+
+def test_an_entry_cannot_mix_currencies(session):
+    session.execute(
+        text(
+            "INSERT INTO ledger_accounts (id, kind, owner_id, currency) VALUES "
+            "('a:x:EUR', 'artist_earnings', 'x', 'EUR')"
+        )
+    )
+    session.execute(
+        text(
+            "INSERT INTO ledger_transactions (id, kind, ref, currency, memo, created_at) "
+            "VALUES (77, 'test', 't', 'USD', '', CURRENT_TIMESTAMP)"
+        )
+    )
+    with pytest.raises(Exception, match="(?i)foreign key"):
+        session.execute(
+            text(
+                "INSERT INTO ledger_entries (transaction_id, account_id, currency, amount) "
+                "VALUES (77, 'a:x:EUR', 'USD', 5)"
+            )
+        )
+        session.flush()
+    session.rollback()
+
+
+def test_upgrading_a_database_with_data_from_the_first_revision_keeps_the_data(tmp_path, db_url):
+    from sqlalchemy.engine import make_url
+
+    if db_url.startswith("sqlite"):
+        url = f"sqlite:///{tmp_path / 'old.db'}"
+    else:  # a second, empty database beside the fixture's
+        name = make_url(db_url).database + "_old"
+        admin = create_engine(
+            make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+        )
+        with admin.connect() as conn:
+            conn.execute(text(f'CREATE DATABASE "{name}"'))
+        admin.dispose()
+        url = make_url(db_url).set(database=name).render_as_string(hide_password=False)
+    try:
+        upgrade(url, "0001")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO fans (id, handle, root_id, created_at) "
+                    "VALUES ('fan_a', 'a', 'fan_a', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO fans (id, handle, root_id, sponsor_id, created_at) "
+                    "VALUES ('fan_b', 'b', 'fan_a', 'fan_a', CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO fan_ancestors (fan_id, depth, ancestor_id) VALUES ('fan_b', 1, 'fan_a')"
+                )
+            )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT id, payouts_enabled FROM fans ORDER BY id")).all()
+        engine.dispose()
+        assert [(r[0], bool(r[1])) for r in rows] == [("fan_a", False), ("fan_b", False)]
+    finally:
+        if not db_url.startswith("sqlite"):
+            admin = create_engine(
+                make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
+            )
+            with admin.connect() as conn:
+                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            admin.dispose()
