@@ -4,9 +4,11 @@ from royalties.models.accounts import ApiKey
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
 from royalties.models.graph import Fan, FanAncestor
 from royalties.models.idempotency import IdempotencyRecord
+from royalties.models.insights import InsightsCache
 from royalties.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from royalties.models.links import Click, ShareLink
 from royalties.models.payouts import Payout, PayoutEvent, PayoutRun, WebhookEvent
+from royalties.models.review import FraudSignal, ReviewDecision
 from royalties.models.sales import Purchase, Refund, Reward
 
 __all__ = [
@@ -17,7 +19,9 @@ __all__ = [
     "Content",
     "Fan",
     "FanAncestor",
+    "FraudSignal",
     "IdempotencyRecord",
+    "InsightsCache",
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
@@ -26,6 +30,7 @@ __all__ = [
     "PayoutRun",
     "Purchase",
     "Refund",
+    "ReviewDecision",
     "Reward",
     "RewardPlan",
     "ShareLink",

@@ -47,6 +47,8 @@ class Fan(Base):
     # Stripe Connect (SPEC section 6): the connected account, and whether it can be paid.
     stripe_account_id: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     payouts_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Salted hash of the address the fan signed up from (fraud signals); never the address.
+    signup_ip_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -51,6 +51,8 @@ class Purchase(Base):
     share_code: Mapped[str | None] = mapped_column(String(16))
     chain: Mapped[list[Any]] = mapped_column(JSON)
     refunded_amount: Mapped[int] = mapped_column(BigInteger, default=0)
+    # Salted hash of the buyer's address as the storefront reported it (fraud signals).
+    client_ip_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
@@ -75,6 +77,9 @@ class Reward(Base):
     reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     state: Mapped[str] = mapped_column(String(16), default="pending")
     available_at: Mapped[datetime] = mapped_column(UTCDateTime)
+    # None: nothing to review. 'held': a fraud signal keeps it from maturing (and so from
+    # payouts) until an admin decides; then 'approved' or 'rejected'.
+    review_state: Mapped[str | None] = mapped_column(String(16))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

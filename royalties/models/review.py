@@ -1,0 +1,55 @@
+"""Fraud signals and the review queue.
+
+A signal records why something looks gamed, on the reward, fan or link it concerns.
+A reward with a signal is ``held``: it never matures, so it stays out of payouts,
+until an admin approves it (it moves on as usual) or rejects it (reversed in the
+ledger). Every decision is kept with who made it, when and why.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from royalties.db import Base, UTCDateTime, utcnow
+
+_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
+
+SIGNAL_KINDS = (
+    "shared_email",  # buyer and level-1 fan share an email address
+    "shared_address",  # buyer and level-1 fan share a client-address hash
+    "signup_farm",  # a sponsor's recent sign-ups mostly come from one address
+    "click_flood",  # a link with many clicks from one address and no sales
+    "storefront_burst",  # a downline that buys only through one storefront right after sign-up
+)
+
+
+class FraudSignal(Base):
+    __tablename__ = "fraud_signals"
+    __table_args__ = (
+        CheckConstraint("subject_type IN ('reward','fan','link')", "subject_type"),
+        Index("ix_fraud_signals_subject", "subject_type", "subject_id"),
+    )
+
+    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(32))
+    subject_type: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(32))
+    reason: Mapped[str] = mapped_column(String(500))
+    details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class ReviewDecision(Base):
+    __tablename__ = "review_decisions"
+    __table_args__ = (CheckConstraint("decision IN ('approve','reject')", "decision"),)
+
+    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    reward_id: Mapped[str] = mapped_column(ForeignKey("rewards.id"), unique=True)
+    decision: Mapped[str] = mapped_column(String(16))
+    reason: Mapped[str] = mapped_column(String(500))
+    decided_by: Mapped[str] = mapped_column(String(32))
+    decided_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
