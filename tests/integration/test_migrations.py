@@ -112,7 +112,7 @@ def test_an_entry_cannot_mix_currencies(session):
             "VALUES (77, 'test', 't', 'USD', '', CURRENT_TIMESTAMP)"
         )
     )
-    with pytest.raises(Exception, match="(?i)foreign key"):
+    with pytest.raises(Exception, match=r"(?i)foreign key"):
         session.execute(
             text(
                 "INSERT INTO ledger_entries (transaction_id, account_id, currency, amount) "
