@@ -155,7 +155,8 @@ def test_upgrading_a_database_with_data_from_the_first_revision_keeps_the_data(t
             )
             conn.execute(
                 text(
-                    "INSERT INTO fan_ancestors (fan_id, depth, ancestor_id) VALUES ('fan_b', 1, 'fan_a')"
+                    "INSERT INTO fan_ancestors (fan_id, depth, ancestor_id) "
+                    "VALUES ('fan_b', 1, 'fan_a')"
                 )
             )
         upgrade(url)
