@@ -39,9 +39,9 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     app.extensions["royalties.api"] = api
     errors.register(app)
 
-    from api.resources import accounts, catalog, fans, links, money, payouts, sales
+    from api.resources import accounts, catalog, fans, links, money, payouts, review, sales
 
-    for module in (accounts, catalog, fans, links, sales, money, payouts):
+    for module in (accounts, catalog, fans, links, sales, money, payouts, review):
         api.register_blueprint(module.blp)
 
     @app.get("/docs")

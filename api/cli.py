@@ -169,6 +169,29 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     )
 
 
+@main.group(help="Fraud signals.")
+def fraud() -> None:
+    pass
+
+
+@fraud.command("scan", help="Look for click floods and storefront bursts; record signals.")
+def fraud_scan() -> None:
+    from api.config import fraud_from_env
+    from royalties.services.review import scan
+
+    _require_schema()
+    engine = make_engine()
+    try:
+        with make_sessionmaker(engine)() as session:
+            report = scan(session, fraud_from_env())
+    finally:
+        engine.dispose()
+    click.echo(
+        f"new signals: {report.click_floods} click flood(s), "
+        f"{report.storefront_bursts} storefront burst(s); see GET /v1/review"
+    )
+
+
 def _require_schema() -> None:
     """Exit with a clear message when the database is not migrated to the latest schema."""
     from alembic.runtime.migration import MigrationContext

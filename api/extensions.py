@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
 from royalties.errors import NotConfigured
+from royalties.fraud import FraudConfig
 from royalties.payments.stripe import StripeGateway
 
 
@@ -70,3 +71,20 @@ def gateway_from_config(config: Any) -> StripeGateway:
     if not key:
         raise NotConfigured("payouts need STRIPE_API_KEY to be set")
     return StripeGateway(key, config.get("STRIPE_API_BASE") or None)
+
+
+def client_address_hash(address: str | None) -> str | None:
+    """The salted hash under which an address is compared (clicks, sign-ups, purchases)."""
+    from flask import current_app
+
+    from royalties.services.links import hash_client_address
+
+    if not address:
+        return None
+    return hash_client_address(current_app.config["CLICK_HASH_SALT"], address)
+
+
+def fraud_config() -> FraudConfig:
+    from flask import current_app
+
+    return current_app.config["FRAUD"]  # type: ignore[no-any-return]

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections import defaultdict
 from datetime import datetime
 
-from sqlalchemy import select, update
+from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from royalties import ledger
@@ -25,7 +25,12 @@ def mature_due(session: Session, *, now: datetime, fan_id: str | None = None) ->
     """Move every reward whose hold has passed to ``available``. Does not commit."""
     due = (
         select(Reward.id)
-        .where(Reward.state == "pending", Reward.available_at <= now)
+        .where(
+            Reward.state == "pending",
+            Reward.available_at <= now,
+            # Held (or rejected) rewards wait for a person: they never mature on their own.
+            or_(Reward.review_state.is_(None), Reward.review_state == "approved"),
+        )
         .order_by(Reward.id)
     )
     if fan_id is not None:

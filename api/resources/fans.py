@@ -4,11 +4,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from flask import request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import own, require
-from api.extensions import db
+from api.extensions import client_address_hash, db, fraud_config
 from api.schemas.fans import FanCreate, FanCreated, FanProfile
 from royalties.services import fans
 
@@ -22,7 +23,12 @@ class Fans(MethodView):
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sign up as a fan (anyone); `ref` names the sponsor by share code"""
         result = fans.sign_up(
-            db.session, handle=body["handle"], email=body["email"], ref=body["ref"]
+            db.session,
+            handle=body["handle"],
+            email=body["email"],
+            ref=body["ref"],
+            signup_ip_hash=client_address_hash(request.remote_addr),
+            fraud_config=fraud_config(),
         )
         return {
             "id": result.fan.id,

@@ -9,7 +9,7 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_principal, require
-from api.extensions import db
+from api.extensions import client_address_hash, db
 from api.idempotent import run_once
 from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
 from royalties.services import purchases, refunds
@@ -46,6 +46,9 @@ class Purchases(MethodView):
                 buyer=BuyerRef(**body["buyer"]),
                 share_code=body["share_code"],
                 fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+                client_ip_hash=client_address_hash(
+                    str(body["client_ip"]) if body["client_ip"] else None
+                ),
                 claim=claim,
             )
         )

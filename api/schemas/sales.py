@@ -29,6 +29,13 @@ class PurchaseIn(StrictSchema):
         validate=ma.validate.Length(min=1, max=64),
         metadata={"description": "the share code the buyer came through (the ref= parameter)"},
     )
+    client_ip = ma.fields.IP(
+        load_default=None,
+        metadata={
+            "description": "the buyer's IP address as the storefront saw it; only a salted "
+            "hash is kept, for fraud signals"
+        },
+    )
 
 
 class RewardLine(ma.Schema):
@@ -102,7 +109,8 @@ class RewardItem(ma.Schema):
     reversed_amount = ma.fields.Integer(required=True)
     currency = ma.fields.String(required=True)
     state = ma.fields.String(
-        required=True, validate=ma.validate.OneOf(("pending", "available", "reversed"))
+        required=True,
+        validate=ma.validate.OneOf(("pending", "available", "reversed", "held", "rejected")),
     )
     available_at = ma.fields.DateTime(required=True)
     created_at = ma.fields.DateTime(required=True)

@@ -50,6 +50,8 @@ def _decode(cursor: str) -> tuple[datetime, str]:
 
 
 def reward_state(reward: Reward) -> str:
+    if reward.review_state in ("held", "rejected"):
+        return reward.review_state
     if reward.reversed_amount == reward.amount:
         return "reversed"
     return reward.state

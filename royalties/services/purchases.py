@@ -9,6 +9,7 @@ bulk Core inserts; no graph walk, no cached balance to lock.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -16,14 +17,15 @@ from typing import Any
 from sqlalchemy import insert, select
 from sqlalchemy.orm import Session
 
-from royalties import graph, idempotency, ledger
-from royalties.attribution import influence_chain, split_sale
+from royalties import fraud, graph, idempotency, ledger
+from royalties.attribution import RewardLine, influence_chain, split_sale
 from royalties.db import utcnow
 from royalties.errors import NotFound, ValidationFailed
 from royalties.ids import new_id, random_token
 from royalties.models import Content, Fan, Purchase, Reward, ShareLink
 from royalties.money import check_amount, normalize_currency
 from royalties.plans import effective_plan
+from royalties.services import review
 from royalties.services._tx import unit_of_work
 
 
@@ -65,6 +67,7 @@ def record_purchase(
     buyer: BuyerRef,
     share_code: str | None = None,
     fee_bps: int = 0,
+    client_ip_hash: str | None = None,
     claim: idempotency.Claim | None = None,
     now: datetime | None = None,
 ) -> dict[str, Any]:
@@ -107,13 +110,24 @@ def record_purchase(
             share_code=share_code,
             chain=chain,
             refunded_amount=0,
+            client_ip_hash=client_ip_hash,
             created_at=now,
         )
         session.add(purchase)
         session.flush()
 
-        state = "available" if plan.hold_days == 0 else "pending"
         reward_ids = [new_id("rwd") for _ in split.rewards]
+        held = _held_rewards(
+            session,
+            split.rewards,
+            reward_ids,
+            buyer_fan,
+            level1,
+            link_owner,
+            share_code,
+            client_ip_hash,
+        )
+        on_hold = "pending" if plan.hold_days else "available"
         rewards = [
             {
                 "id": reward_id,
@@ -123,7 +137,9 @@ def record_purchase(
                 "amount": line.amount,
                 "currency": content.currency,
                 "reversed_amount": 0,
-                "state": state,
+                # A held reward waits in pending whatever the plan's hold: it must not be paid.
+                "state": "pending" if reward_id in held else on_hold,
+                "review_state": "held" if reward_id in held else None,
                 "available_at": now + timedelta(days=plan.hold_days),
                 "created_at": now,
             }
@@ -131,7 +147,6 @@ def record_purchase(
         ]
         if rewards:
             session.execute(insert(Reward), rewards)
-        fan_account = "fan_available" if state == "available" else "fan_pending"
         ledger.post(
             session,
             kind="purchase",
@@ -142,7 +157,14 @@ def record_purchase(
                 ledger.Line("artist_earnings", content.artist_id, split.artist_share),
                 ledger.Line("platform_fees", ledger.PLATFORM, split.fee),
                 *(
-                    ledger.Line(fan_account, line.fan_id, line.amount, reward_id)
+                    ledger.Line(
+                        "fan_pending"
+                        if reward_id in held or on_hold == "pending"
+                        else "fan_available",
+                        line.fan_id,
+                        line.amount,
+                        reward_id,
+                    )
                     for line, reward_id in zip(split.rewards, reward_ids, strict=True)
                 ),
             ],
@@ -154,6 +176,44 @@ def record_purchase(
         if claim is not None:
             idempotency.complete(session, claim, 201, body)
         return body
+
+
+def _held_rewards(
+    session: Session,
+    lines: Sequence[RewardLine],
+    reward_ids: Sequence[str],
+    buyer: Fan,
+    level1: str | None,
+    link_owner: str | None,
+    share_code: str | None,
+    client_ip_hash: str | None,
+) -> set[str]:
+    """Reward ids to hold for review, with the signals that hold them recorded.
+
+    The level-1 reward is held when buyer and level-1 fan look like one person; any
+    reward is held while its fan (or, for level 1, the link used) carries a signal."""
+    if not lines:
+        return set()
+    held: set[str] = set()
+    by_fan = {line.fan_id: rid for line, rid in zip(lines, reward_ids, strict=True)}
+    if level1 is not None and level1 in by_fan:
+        fan = session.get(Fan, level1)
+        assert fan is not None
+        findings = fraud.second_account(
+            buyer_email=buyer.email,
+            fan_email=fan.email,
+            purchase_address=client_ip_hash,
+            fan_signup_address=fan.signup_ip_hash,
+        )
+        if findings:
+            review.record(session, findings, subject_type="reward", subject_id=by_fan[level1])
+            held.add(by_fan[level1])
+    code = share_code if link_owner is not None else None
+    flagged = review.flagged(session, fan_ids=by_fan, code=code)
+    held |= {rid for fan_id, rid in by_fan.items() if fan_id in flagged}
+    if code in flagged and link_owner in by_fan:
+        held.add(by_fan[link_owner])
+    return held
 
 
 def _link_owner(session: Session, code: str | None, artist_id: str) -> str | None:

@@ -78,27 +78,32 @@ def refund_purchase(
         parts[_FEE] = purchase.fee
         rev = reverse(parts, purchase.amount, purchase.refunded_amount, amount)
 
+        lines = [
+            ledger.Line("storefront_receivable", purchase.storefront_id, amount),
+            ledger.Line("platform_fees", ledger.PLATFORM, -rev.parts[_FEE]),
+        ]
+        artist_reversed, reversed_lines = rev.artist, []
+        for reward in rewards:
+            taken = rev.parts[reward.id]
+            if reward.review_state == "rejected":
+                # A rejected reward's money already went back to the artist: it comes from there.
+                artist_reversed += taken
+                reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": 0})
+                continue
+            account = "fan_pending" if reward.state == "pending" else "fan_available"
+            lines.append(ledger.Line(account, reward.fan_id, -taken, reward.id))
+            reward.reversed_amount += taken
+            reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": taken})
+        lines.append(ledger.Line("artist_earnings", purchase.artist_id, -artist_reversed))
         refund = Refund(
             id=new_id("ref"),
             purchase_id=purchase.id,
             amount=amount,
-            artist_reversed=rev.artist,
+            artist_reversed=artist_reversed,
             fee_reversed=rev.parts[_FEE],
-            reversed=[
-                {"level": r.level, "fan_id": r.fan_id, "amount": rev.parts[r.id]} for r in rewards
-            ],
+            reversed=reversed_lines,
             created_at=now,
         )
-        lines = [
-            ledger.Line("storefront_receivable", purchase.storefront_id, amount),
-            ledger.Line("artist_earnings", purchase.artist_id, -rev.artist),
-            ledger.Line("platform_fees", ledger.PLATFORM, -rev.parts[_FEE]),
-        ]
-        for reward in rewards:
-            taken = rev.parts[reward.id]
-            account = "fan_pending" if reward.state == "pending" else "fan_available"
-            lines.append(ledger.Line(account, reward.fan_id, -taken, reward.id))
-            reward.reversed_amount += taken
         purchase.refunded_amount += amount
         session.add(refund)
         session.flush()
