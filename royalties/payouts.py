@@ -194,47 +194,45 @@ def send(session: Session, gateway: StripeGateway, payout_id: str) -> Outcome:
 
 
 def mark_paid(session: Session, payout_id: str, transfer: TransferInfo) -> Outcome:
-    paid = _move(
-        session, payout_id, ("submitted", "pending"), "paid", stripe_transfer_id=transfer.id
-    )
-    if paid is None:
-        session.rollback()
-        return Outcome(payout_id, "paid", "already settled by another run")
-    ledger.post(
+    """The transfer exists: clearing -> ``fan_paid``. Commits."""
+    return _settle(
         session,
-        kind="payout_paid",
-        ref=paid.id,
-        currency=paid.currency,
-        lines=[
-            ledger.Line(CLEARING, ledger.PLATFORM, -paid.amount),
-            ledger.Line("fan_paid", paid.fan_id, paid.amount),
-        ],
+        payout_id,
+        "paid",
+        "fan_paid",
+        f"transfer {transfer.id}",
+        stripe_transfer_id=transfer.id,
     )
-    audit(session, paid.id, "submitted", "paid", f"transfer {transfer.id}")
-    session.commit()
-    return Outcome(payout_id, "paid", transfer.id)
 
 
 def _fail(session: Session, payout_id: str, reason: str) -> Outcome:
-    failed = _move(
-        session, payout_id, ("submitted", "pending"), "failed", failure_reason=reason[:500]
+    """Stripe definitely refused: clearing -> ``fan_available``. Commits."""
+    return _settle(
+        session, payout_id, "failed", "fan_available", reason, failure_reason=reason[:500]
     )
-    if failed is None:
+
+
+def _settle(
+    session: Session, payout_id: str, to_state: str, to_account: str, detail: str, **values: Any
+) -> Outcome:
+    """Close an open payout and move its money out of clearing, once, whoever calls."""
+    payout = _move(session, payout_id, OPEN_STATES, to_state, **values)
+    if payout is None:
         session.rollback()
-        return Outcome(payout_id, "unknown", "changed by another run")
+        return Outcome(payout_id, "unknown", "already settled by another run")
     ledger.post(
         session,
-        kind="payout_failed",
-        ref=failed.id,
-        currency=failed.currency,
+        kind=f"payout_{to_state}",
+        ref=payout.id,
+        currency=payout.currency,
         lines=[
-            ledger.Line(CLEARING, ledger.PLATFORM, -failed.amount),
-            ledger.Line("fan_available", failed.fan_id, failed.amount),
+            ledger.Line(CLEARING, ledger.PLATFORM, -payout.amount),
+            ledger.Line(to_account, payout.fan_id, payout.amount),
         ],
     )
-    audit(session, failed.id, "submitted", "failed", reason)
+    audit(session, payout.id, "submitted", to_state, detail)
     session.commit()
-    return Outcome(payout_id, "failed", reason)
+    return Outcome(payout_id, to_state, detail)
 
 
 def apply_reversal(session: Session, transfer_id: str, amount_reversed: int) -> Payout | None:
