@@ -31,6 +31,7 @@ from royalties.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
+_CLAIM_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -75,29 +76,33 @@ def begin(
         if session.get_bind().dialect.name == "postgresql":
             # Losing this row in a server crash only loses a claim, never money.
             session.execute(text("SET LOCAL synchronous_commit = off"))
-        inserted = session.execute(
-            insert_or_ignore(session, IdempotencyRecord)
-            .values(
-                client_id=client_id,
-                key=key,
-                scope=scope,
-                request_hash=request_hash,
-                state="in_flight",
-                created_at=now,
-            )
-            .returning(IdempotencyRecord.id)
-        ).scalar()
-        if inserted is not None:
+        for _attempt in range(_CLAIM_ATTEMPTS):
+            inserted = session.execute(
+                insert_or_ignore(session, IdempotencyRecord)
+                .values(
+                    client_id=client_id,
+                    key=key,
+                    scope=scope,
+                    request_hash=request_hash,
+                    state="in_flight",
+                    created_at=now,
+                )
+                .returning(IdempotencyRecord.id)
+            ).scalar()
+            if inserted is not None:
+                session.commit()
+                return Claim(inserted)
+            record = session.scalars(
+                select(IdempotencyRecord).where(
+                    IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key
+                )
+            ).one_or_none()
+            if record is None:
+                continue  # the holder failed and released the key in between: claim it again
+            outcome = _judge(session, record, scope, request_hash, now)
             session.commit()
-            return Claim(inserted)
-        record = session.scalars(
-            select(IdempotencyRecord).where(
-                IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key
-            )
-        ).one()
-        outcome = _judge(session, record, scope, request_hash, now)
-        session.commit()
-        return outcome
+            return outcome
+        raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed")
     except BaseException:
         session.rollback()
         raise
