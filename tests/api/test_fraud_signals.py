@@ -10,7 +10,7 @@ from sqlalchemy import select
 
 from royalties.db import utcnow
 from royalties.fraud import FraudConfig
-from royalties.models import FraudSignal, Reward, ReviewDecision
+from royalties.models import FraudSignal, ReviewDecision, Reward
 from royalties.services.review import scan
 from tests.conftest import create_test_app
 from tests.helpers import ApiDriver, buy, new_key, share
@@ -41,7 +41,9 @@ def signals(api, subject_id):
     api.session.rollback()
     kinds = [
         s.kind
-        for s in api.session.scalars(select(FraudSignal).where(FraudSignal.subject_id == subject_id))
+        for s in api.session.scalars(
+            select(FraudSignal).where(FraudSignal.subject_id == subject_id)
+        )
     ]
     api.session.rollback()  # release SQLite's lock before the next request
     return kinds
