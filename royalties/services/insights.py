@@ -1,0 +1,281 @@
+"""Insights for artists: influence analytics (cached), program return, the plan
+simulator, and fans' lifetime values. The maths is ``royalties.insights``'s; this
+module reads the rows it needs and caches the result.
+
+- Never on the purchase path: computed on demand and kept per artist in
+  ``insights_cache``; recomputed when forced, when older than ``max_age``, or when the
+  artist's sales changed (their count, or the total refunded: a refund changes every
+  figure without adding a purchase).
+- The reads run in one transaction, ended before the computation starts: on SQLite
+  every transaction holds the write lock; on PostgreSQL the reads share one REPEATABLE
+  READ snapshot, so sales, rewards and fans agree with each other and with the count
+  the cache is stamped with.
+- Ancestors are found by following ``fans.sponsor_id`` upwards, a batch of fans per
+  query, so the graph holds every involved fan's whole upline up to its root.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from datetime import UTC, datetime, timedelta
+from itertools import islice
+from typing import Any
+
+from sqlalchemy import String, case, cast, func, select
+from sqlalchemy.orm import Session
+
+from royalties import insights
+from royalties.db import utcnow
+from royalties.errors import ValidationFailed
+from royalties.insights import Sale
+from royalties.models import Fan, InsightsCache, Purchase, Reward
+from royalties.plans import DEFAULT_HOLD_DAYS, validate_plan
+from royalties.services._tx import unit_of_work
+from royalties.services.catalog import get_artist
+from royalties.services.fans import get_fan
+
+_BATCH = 2000  # ids per IN (...): well under SQLite's bound parameter limit
+_SOURCE = "_source"  # what the cached figures were computed from; never returned
+
+
+def artist_insights(
+    session: Session,
+    artist_id: str,
+    *,
+    now: datetime | None = None,
+    max_age: timedelta = timedelta(minutes=10),
+    force: bool = False,
+    top: int = 20,
+) -> dict[str, Any]:
+    """The artist's graph, top fans, program return, daily series and network picture.
+
+    Served from the cache unless stale (see the module docstring); a recomputation is
+    stored. Raises NotFound for an unknown artist. Ends any open transaction."""
+    now = now or utcnow()
+    _snapshot(session)
+    get_artist(session, artist_id)
+    count, refunded = _fingerprint(session, artist_id)
+    cached = session.get(InsightsCache, artist_id, populate_existing=True)
+    if (
+        not force
+        and cached is not None
+        and cached.purchase_count == count
+        and cached.data.get(_SOURCE) == {"refunded": refunded, "top": top}
+        and now - cached.computed_at <= max_age
+    ):
+        data = _public(cached.data)
+        session.rollback()
+        return data
+
+    sales = _load_sales(session, artist_id)
+    rewards_by_fan = _rewards_by_fan(session, artist_id)
+    sponsors, handles = _load_uplines(session, insights.involved_fans(sales))
+    session.rollback()
+
+    found = insights.analyse(
+        sales, sponsors, handles=handles, rewards_by_fan=rewards_by_fan, top=top
+    )
+    data = {
+        "artist_id": artist_id,
+        "computed_at": now.isoformat(),
+        "graph": found["graph"],
+        "top": found["top"],
+        "roi": insights.program_return(sales),
+        "series": insights.daily_series(sales),
+        "picture": found["picture"],
+    }
+    _store(session, artist_id, now, count, {**data, _SOURCE: {"refunded": refunded, "top": top}})
+    return data
+
+
+def program_return(
+    session: Session,
+    artist_id: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """Attributed vs direct revenue and the cost of rewards for the artist's sales
+    recorded in [start, end); revenue is net of refunds, rewards net of reversals (see
+    ``royalties.insights.program_return``). Naive datetimes are taken as UTC."""
+    start, end = _period(start, end)
+    _snapshot(session)
+    get_artist(session, artist_id)
+    sales = _load_sales(session, artist_id, start=start, end=end)
+    session.rollback()
+    return insights.program_return(sales, start=start, end=end)
+
+
+def simulate(session: Session, artist_id: str, level_rates_bps: list[int]) -> dict[str, Any]:
+    """What ``level_rates_bps`` would have paid on every recorded sale of the artist,
+    per level, against the rewards actually booked (both gross of refunds). Touches no
+    ledger. Raises PlanError for a plan SPEC section 4 refuses, NotFound for an unknown
+    artist."""
+    validate_plan(level_rates_bps, DEFAULT_HOLD_DAYS)
+    _snapshot(session)
+    get_artist(session, artist_id)
+    sales = _load_sales(session, artist_id)
+    session.rollback()
+    return insights.simulate_plan(sales, level_rates_bps)
+
+
+def fan_lifetime_value(session: Session, fan_id: str) -> int:
+    """Net value of the fan's own purchases plus every purchase it brought in, at any
+    level of a stored chain, across all artists (minor units of every currency added
+    up). Raises NotFound for an unknown fan."""
+    get_fan(session, fan_id)
+    # The chain is JSON: a text match narrows the rows, membership is checked below.
+    rows = session.execute(
+        select(Purchase.buyer_id, Purchase.amount, Purchase.refunded_amount, Purchase.chain).where(
+            (Purchase.buyer_id == fan_id)
+            | cast(Purchase.chain, String).contains(f'"{fan_id}"', autoescape=True)
+        )
+    ).all()
+    session.rollback()
+    return sum(
+        amount - refunded
+        for buyer, amount, refunded, chain in rows
+        if buyer == fan_id or fan_id in chain
+    )
+
+
+# -- reading --------------------------------------------------------------------------
+
+
+def _snapshot(session: Session) -> None:
+    """Start a fresh read transaction; on PostgreSQL one snapshot for all its reads."""
+    session.rollback()
+    if session.get_bind().dialect.name == "postgresql":
+        session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
+def _period(
+    start: datetime | None, end: datetime | None
+) -> tuple[datetime | None, datetime | None]:
+    start = start.replace(tzinfo=UTC) if start and start.tzinfo is None else start
+    end = end.replace(tzinfo=UTC) if end and end.tzinfo is None else end
+    if start is not None and end is not None and start > end:
+        raise ValidationFailed("from is after to", fields={"to": ["must not be before from"]})
+    return start, end
+
+
+def _fingerprint(session: Session, artist_id: str) -> tuple[int, int]:
+    count, refunded = session.execute(
+        select(func.count(), func.coalesce(func.sum(Purchase.refunded_amount), 0)).where(
+            Purchase.artist_id == artist_id
+        )
+    ).one()
+    return int(count), int(refunded)
+
+
+def _paid(reward: type[Reward]) -> Any:
+    """A reward's booked amount; a rejected one paid nothing."""
+    return case((reward.review_state == "rejected", 0), else_=reward.amount)
+
+
+def _reversed(reward: type[Reward]) -> Any:
+    return case((reward.review_state == "rejected", 0), else_=reward.reversed_amount)
+
+
+def _load_sales(
+    session: Session,
+    artist_id: str,
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> list[Sale]:
+    period = [Purchase.artist_id == artist_id]
+    if start is not None:
+        period.append(Purchase.created_at >= start)
+    if end is not None:
+        period.append(Purchase.created_at < end)
+    booked = {
+        purchase_id: (int(paid), int(back))
+        for purchase_id, paid, back in session.execute(
+            select(Reward.purchase_id, func.sum(_paid(Reward)), func.sum(_reversed(Reward)))
+            .join(Purchase, Purchase.id == Reward.purchase_id)
+            .where(*period)
+            .group_by(Reward.purchase_id)
+        )
+    }
+    rows = session.execute(
+        select(
+            Purchase.id,
+            Purchase.buyer_id,
+            Purchase.amount,
+            Purchase.refunded_amount,
+            Purchase.chain,
+            Purchase.created_at,
+            Purchase.currency,
+        ).where(*period)
+    )
+    return [
+        Sale(
+            id=purchase_id,
+            buyer_id=buyer,
+            amount=amount,
+            chain=tuple(chain or ()),
+            created_at=created_at,
+            refunded_amount=refunded,
+            rewards=booked.get(purchase_id, (0, 0))[0],
+            rewards_reversed=booked.get(purchase_id, (0, 0))[1],
+            currency=currency,
+        )
+        for purchase_id, buyer, amount, refunded, chain, created_at, currency in rows
+    ]
+
+
+def _rewards_by_fan(session: Session, artist_id: str) -> dict[str, int]:
+    return {
+        fan_id: int(total)
+        for fan_id, total in session.execute(
+            select(Reward.fan_id, func.sum(_paid(Reward) - _reversed(Reward)))
+            .join(Purchase, Purchase.id == Reward.purchase_id)
+            .where(Purchase.artist_id == artist_id)
+            .group_by(Reward.fan_id)
+        )
+    }
+
+
+def _batches(ids: Iterable[str]) -> Iterator[list[str]]:
+    it = iter(sorted(ids))
+    while batch := list(islice(it, _BATCH)):
+        yield batch
+
+
+def _load_uplines(
+    session: Session, fans: Iterable[str]
+) -> tuple[dict[str, str | None], dict[str, str]]:
+    """Sponsor and handle of every fan in ``fans`` and of all their ancestors."""
+    sponsors: dict[str, str | None] = {}
+    handles: dict[str, str] = {}
+    wanted = set(fans)
+    while wanted:
+        for batch in _batches(wanted):
+            for fan_id, sponsor_id, handle in session.execute(
+                select(Fan.id, Fan.sponsor_id, Fan.handle).where(Fan.id.in_(batch))
+            ):
+                sponsors[fan_id] = sponsor_id
+                handles[fan_id] = handle
+        wanted = {s for s in sponsors.values() if s is not None and s not in sponsors}
+    return sponsors, handles
+
+
+# -- the cache ------------------------------------------------------------------------
+
+
+def _public(data: dict[str, Any]) -> dict[str, Any]:
+    return {key: value for key, value in data.items() if key != _SOURCE}
+
+
+def _store(
+    session: Session, artist_id: str, now: datetime, count: int, data: dict[str, Any]
+) -> None:
+    """Insert or replace the artist's cached figures (the last writer wins)."""
+    from sqlalchemy.dialects import postgresql, sqlite
+
+    dialect = postgresql if session.get_bind().dialect.name == "postgresql" else sqlite
+    values = {"computed_at": now, "purchase_count": count, "data": data}
+    statement = dialect.insert(InsightsCache).values(artist_id=artist_id, **values)
+    with unit_of_work(session):
+        session.execute(statement.on_conflict_do_update(index_elements=["artist_id"], set_=values))
