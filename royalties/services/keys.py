@@ -1,0 +1,96 @@
+"""API key rotation, revocation and listing.
+
+- Rotation replaces the caller's key with a new one of the same role and owner, in one
+  transaction: the old key is revoked and the new one created together, or neither
+  happens. Two concurrent rotations of one key cannot both succeed (the revocation is a
+  conditional UPDATE), so a key never has two successors.
+- Revocation is immediate (keys are looked up on every request) and idempotent.
+- Listings show ids, prefixes, roles, owners and dates; never a hash or a plain key.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import and_, or_, select
+from sqlalchemy.orm import Session
+
+from royalties import keys
+from royalties.errors import NotFound, Unauthenticated, ValidationFailed
+from royalties.ids import looks_like_id
+from royalties.models import ApiKey
+from royalties.services._tx import transactional
+
+
+@dataclass(frozen=True)
+class Rotated:
+    """The new key (its plain text is available only here) and the id of the one it replaced."""
+
+    key_id: str
+    api_key: str
+    prefix: str
+    role: str
+    owner_id: str | None
+    created_at: datetime
+    replaced_key_id: str
+
+
+@dataclass(frozen=True)
+class KeyPage:
+    items: list[ApiKey]
+    next_cursor: str | None
+
+
+@transactional
+def rotate_key(session: Session, *, key_id: str) -> Rotated:
+    """Revoke the live key ``key_id`` and issue its successor for the same role and owner.
+
+    Raises ``Unauthenticated`` when the key is unknown or already revoked (for instance by
+    a concurrent rotation that committed first).
+    """
+    old = session.get(ApiKey, key_id)
+    if old is None or not keys.revoke(session, key_id):
+        raise Unauthenticated("the API key is unknown or revoked")
+    row, plain = keys.issue(session, old.role, old.owner_id)
+    return Rotated(
+        key_id=row.id,
+        api_key=plain,
+        prefix=row.prefix,
+        role=row.role,
+        owner_id=row.owner_id,
+        created_at=row.created_at,
+        replaced_key_id=key_id,
+    )
+
+
+@transactional
+def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+    """Revoke ``key_id`` at once; revoking a revoked key changes nothing."""
+    if looks_like_id(key_id):
+        keys.revoke(session, key_id)
+        row = session.get(ApiKey, key_id, populate_existing=True)
+        if row is not None:
+            return row
+    raise NotFound(f"API key {key_id} does not exist")
+
+
+def list_keys(session: Session, *, owner_id: str | None, limit: int, cursor: str | None) -> KeyPage:
+    """Newest first, optionally one owner's; ``cursor``: the last key id of the previous page."""
+    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)
+    if owner_id is not None:
+        query = query.where(ApiKey.owner_id == owner_id)
+    if cursor:
+        last = session.get(ApiKey, cursor) if looks_like_id(cursor) else None
+        if last is None:
+            raise ValidationFailed("bad cursor", fields={"cursor": ["not a cursor we issued"]})
+        query = query.where(
+            or_(
+                ApiKey.created_at < last.created_at,
+                and_(ApiKey.created_at == last.created_at, ApiKey.id < last.id),
+            )
+        )
+    rows = list(session.scalars(query))
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return KeyPage(rows, rows[-1].id if more else None)
