@@ -1,0 +1,40 @@
+"""How the dashboard writes money, rates and dates. Integer arithmetic only."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+# ISO 4217 minor-unit exponents other than 2 (the currencies this engine is likely to see).
+_EXPONENTS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
+
+def exponent(currency: str) -> int:
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def money(amount: int, currency: str | None) -> str:
+    """``1234567, "USD"`` -> ``"12,345.67 USD"``; without a currency, the bare minor units."""
+    amount = int(amount)
+    if not currency:
+        return f"{amount:,}"
+    digits = exponent(currency)
+    whole, frac = divmod(abs(amount), 10**digits)
+    text = f"{whole:,}" + (f".{frac:0{digits}d}" if digits else "")
+    return f"{'-' if amount < 0 else ''}{text} {currency}"
+
+
+def bps(rate: int) -> str:
+    """Basis points as a percentage: ``250`` -> ``"2.5%"``, ``500`` -> ``"5%"``."""
+    whole, frac = divmod(int(rate), 100)
+    return f"{whole}%" if not frac else f"{whole}.{frac:02d}".rstrip("0") + "%"
+
+
+def when(moment: datetime | str | None) -> str:
+    if moment is None:
+        return ""
+    if isinstance(moment, str):
+        return moment[:16].replace("T", " ")
+    return moment.strftime("%Y-%m-%d %H:%M")

@@ -1,0 +1,142 @@
+"""Dashboard sign-in: an API key opens a signed session cookie; CSRF tokens guard forms.
+
+- The cookie (Flask's signed session, ``SECRET_KEY``) holds the key's id, role and owner,
+  never the key itself. Every request looks the key up again by id: a key revoked since
+  sign-in ends the session at once.
+- Signing in clears the session and issues a fresh CSRF token (no session fixation).
+  Every POST must carry the session's token in ``csrf_token``; the login form too, so a
+  third-party page cannot sign a browser into someone else's account.
+- Who sees what: admins any artist or fan page; an artist its own artist page; a fan its
+  own fan page. Storefront keys have no dashboard.
+"""
+
+from __future__ import annotations
+
+import hmac
+import secrets
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import wraps
+from typing import Any, TypeVar
+
+from flask import abort, flash, g, redirect, request, session, url_for
+from sqlalchemy import select
+
+from api.extensions import db
+from royalties.errors import Forbidden
+from royalties.keys import Principal
+from royalties.models import ApiKey
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+USER = "dashboard_user"
+CSRF = "csrf_token"
+DASHBOARD_ROLES = ("admin", "artist", "fan")
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is signed in to the dashboard."""
+
+    key_id: str
+    role: str
+    owner_id: str | None
+
+    def may_view(self, role: str, owner_id: str) -> bool:
+        return self.role == "admin" or (self.role == role and self.owner_id == owner_id)
+
+
+def csrf_token() -> str:
+    """The session's CSRF token, created on first use."""
+    token = session.get(CSRF)
+    if not isinstance(token, str) or not token:
+        token = secrets.token_urlsafe(32)
+        session[CSRF] = token
+    return token
+
+
+def check_csrf() -> None:
+    """Refuse (400) a POST whose form does not carry the session's CSRF token."""
+    if request.method != "POST":
+        return
+    expected = session.get(CSRF)
+    sent = request.form.get(CSRF, "")
+    if not isinstance(expected, str) or not expected:
+        abort(400, "Your session expired. Reload the page and try again.")
+    if not hmac.compare_digest(sent.encode(), expected.encode()):
+        abort(400, "The form was not sent from this dashboard (bad CSRF token).")
+
+
+def load_viewer() -> None:
+    """Set ``g.viewer`` from the session, after checking the key is still active."""
+    g.viewer = None
+    data = session.get(USER)
+    if not isinstance(data, dict):
+        return
+    row = db.session.execute(
+        select(ApiKey.role, ApiKey.owner_id).where(
+            ApiKey.id == data.get("key_id"), ApiKey.revoked_at.is_(None)
+        )
+    ).first()
+    if row is None or (row.role, row.owner_id) != (data.get("role"), data.get("owner_id")):
+        session.clear()
+        flash("Your API key was revoked, so you have been signed out.", "error")
+        return
+    g.viewer = Viewer(str(data["key_id"]), row.role, row.owner_id)
+
+
+def sign_in(principal: Principal) -> None:
+    session.clear()
+    session[USER] = {
+        "key_id": principal.key_id,
+        "role": principal.role,
+        "owner_id": principal.owner_id,
+    }
+    session[CSRF] = secrets.token_urlsafe(32)
+
+
+def sign_out() -> None:
+    session.clear()
+
+
+def viewer() -> Viewer:
+    current: Viewer | None = g.get("viewer")
+    assert current is not None, "use @signed_in"
+    return current
+
+
+def signed_in(fn: F) -> F:
+    """Send anonymous visitors to the login form, remembering where they were going."""
+
+    @wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if g.get("viewer") is None:
+            return redirect(url_for("web.login", next=request.path))
+        return fn(*args, **kwargs)
+
+    return wrapper  # type: ignore[return-value]
+
+
+def check_may_view(role: str, owner_id: str) -> Viewer:
+    """The viewer, if it may open the page of ``role`` ``owner_id``; else Forbidden."""
+    current = viewer()
+    if not current.may_view(role, owner_id):
+        raise Forbidden(f"this {role} page belongs to someone else")
+    return current
+
+
+def safe_next(target: str | None) -> str | None:
+    """``target`` if it is a dashboard path on this site (no open redirects), else None."""
+    if not target or not target.startswith("/dashboard/"):
+        return None
+    if "//" in target or "\\" in target or any(ord(c) < 32 for c in target):
+        return None
+    return target
+
+
+def landing(current: Viewer) -> str:
+    if current.role == "artist" and current.owner_id:
+        return url_for("web.artist", artist_id=current.owner_id)
+    if current.role == "fan" and current.owner_id:
+        return url_for("web.fan", fan_id=current.owner_id)
+    return url_for("web.home")
