@@ -134,12 +134,22 @@ def claim(
 
 
 def _move(
-    session: Session, payout_id: str, from_states: Sequence[str], to_state: str, **values: Any
+    session: Session,
+    payout_id: str,
+    from_states: Sequence[str],
+    to_state: str,
+    *,
+    attempt: int | None = None,
+    **values: Any,
 ) -> Payout | None:
-    """Conditionally change state; returns the payout if this caller made the change."""
+    """Conditionally change state (and, given ``attempt``, only while no newer attempt
+    has started); returns the payout if this caller made the change."""
+    where = [Payout.id == payout_id, Payout.state.in_(from_states)]
+    if attempt is not None:
+        where.append(Payout.attempts == attempt)
     changed = session.execute(
         update(Payout)
-        .where(Payout.id == payout_id, Payout.state.in_(from_states))
+        .where(*where)
         .values(state=to_state, updated_at=utcnow(), **values)
         .returning(Payout.id)
         .execution_options(synchronize_session=False)
@@ -165,9 +175,14 @@ def send(session: Session, gateway: StripeGateway, payout_id: str) -> Outcome:
     if payout is None or payout.state not in OPEN_STATES:
         state = payout.state if payout else "missing"
         return Outcome(payout_id, state, "not open")
-    previous = payout.state
-    _move(session, payout_id, OPEN_STATES, "submitted", attempts=payout.attempts + 1)
-    audit(session, payout_id, previous, "submitted", f"attempt {payout.attempts}")
+    previous, attempt = payout.state, payout.attempts + 1
+    moved = _move(
+        session, payout_id, OPEN_STATES, "submitted", attempt=payout.attempts, attempts=attempt
+    )
+    if moved is None:  # settled, or re-sent, by another run since we read it: not ours
+        session.rollback()
+        return Outcome(payout_id, "unknown", "changed by another run before sending")
+    audit(session, payout_id, previous, "submitted", f"attempt {attempt}")
     session.commit()
     try:
         transfer = gateway.create_transfer(
@@ -189,7 +204,7 @@ def send(session: Session, gateway: StripeGateway, payout_id: str) -> Outcome:
         session.commit()
         return Outcome(payout_id, "submitted", exc.detail)
     except PaymentDeclined as exc:
-        return _fail(session, payout_id, f"declined by Stripe: {exc.detail}")
+        return _fail(session, payout_id, f"declined by Stripe: {exc.detail}", attempt=attempt)
     return mark_paid(session, payout_id, transfer)
 
 
@@ -205,18 +220,34 @@ def mark_paid(session: Session, payout_id: str, transfer: TransferInfo) -> Outco
     )
 
 
-def _fail(session: Session, payout_id: str, reason: str) -> Outcome:
-    """Stripe definitely refused: clearing -> ``fan_available``. Commits."""
+def _fail(session: Session, payout_id: str, reason: str, *, attempt: int) -> Outcome:
+    """Stripe definitely refused this attempt: clearing -> ``fan_available``. Commits.
+
+    Only the latest attempt may give the money back: a newer one, sent by another run
+    with the same key, may yet have succeeded."""
     return _settle(
-        session, payout_id, "failed", "fan_available", reason, failure_reason=reason[:500]
+        session,
+        payout_id,
+        "failed",
+        "fan_available",
+        reason,
+        attempt=attempt,
+        failure_reason=reason[:500],
     )
 
 
 def _settle(
-    session: Session, payout_id: str, to_state: str, to_account: str, detail: str, **values: Any
+    session: Session,
+    payout_id: str,
+    to_state: str,
+    to_account: str,
+    detail: str,
+    *,
+    attempt: int | None = None,
+    **values: Any,
 ) -> Outcome:
     """Close an open payout and move its money out of clearing, once, whoever calls."""
-    payout = _move(session, payout_id, OPEN_STATES, to_state, **values)
+    payout = _move(session, payout_id, OPEN_STATES, to_state, attempt=attempt, **values)
     if payout is None:
         session.rollback()
         return Outcome(payout_id, "unknown", "already settled by another run")

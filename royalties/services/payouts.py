@@ -13,11 +13,11 @@ from sqlalchemy.orm import Session
 
 from royalties import payouts as machine
 from royalties.db import insert_or_ignore, utcnow
-from royalties.errors import Forbidden, NotFound, ValidationFailed
+from royalties.errors import Forbidden, NotFound, PaymentDeclined, ValidationFailed
 from royalties.holds import mature_due
 from royalties.ids import new_id
 from royalties.models import Fan, Payout, PayoutEvent, PayoutRun, WebhookEvent
-from royalties.payments.stripe import StripeGateway
+from royalties.payments.stripe import StripeGateway, TransferInfo
 from royalties.services._tx import unit_of_work
 
 # -- onboarding ---------------------------------------------------------------------------
@@ -234,23 +234,36 @@ def reconcile(
                 "has no paid payout in the ledger"
             )
             continue
-        if (t.amount, t.currency, t.destination) != (
-            payout.amount,
-            payout.currency,
-            payout.destination,
-        ):
-            yield (
-                f"transfer {tid} is {t.amount} {t.currency} to {t.destination} but payout "
-                f"{payout.id} says {payout.amount} {payout.currency} to {payout.destination}"
-            )
-        if t.amount_reversed != payout.reversed_amount:
-            yield (
-                f"transfer {tid} has {t.amount_reversed} reversed at Stripe, "
-                f"the ledger {payout.reversed_amount}"
-            )
+        yield from _differences(t, payout)
     for payout in paid:
-        if payout.state == "paid" and payout.stripe_transfer_id not in transfers:
+        if payout.state != "paid" or payout.stripe_transfer_id in transfers:
+            continue
+        # Not in the window's list: Stripe stamps whole seconds, and a transfer made by an
+        # earlier attempt (a crashed run) predates the run that marked it paid. Ask for it.
+        try:
+            found = gateway.retrieve_transfer(str(payout.stripe_transfer_id))
+        except PaymentDeclined:
             yield (
-                f"payout {payout.id} is paid in the ledger but Stripe lists "
+                f"payout {payout.id} is paid in the ledger but Stripe has "
                 f"no transfer {payout.stripe_transfer_id}"
             )
+            continue
+        yield from _differences(found, payout)
+
+
+def _differences(t: TransferInfo, payout: Payout) -> Iterator[str]:
+    """How a Stripe transfer and the payout it settled disagree, if they do."""
+    if (t.amount, t.currency, t.destination) != (
+        payout.amount,
+        payout.currency,
+        payout.destination,
+    ):
+        yield (
+            f"transfer {t.id} is {t.amount} {t.currency} to {t.destination} but payout "
+            f"{payout.id} says {payout.amount} {payout.currency} to {payout.destination}"
+        )
+    if t.amount_reversed != payout.reversed_amount:
+        yield (
+            f"transfer {t.id} has {t.amount_reversed} reversed at Stripe, "
+            f"the ledger {payout.reversed_amount}"
+        )
