@@ -4,12 +4,19 @@ from __future__ import annotations
 
 from typing import Any
 
-from flask import Flask, Response, render_template
+from flask import Flask, Response, render_template, request
 
 from api import config as config_module
-from api import errors
+from api import errors, guards
 from api.errors import ProblemApi
 from api.extensions import db
+from api.limits import limiter
+
+# HTML pages load scripts and styles from this origin only, and are never framed.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
+    "frame-ancestors 'none'"
+)
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
@@ -38,11 +45,29 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.extensions["royalties.api"] = api
     errors.register(app)
+    limiter.init_app(app)
+    guards.register(app)  # after the limiter, so a refused request still spends its budget
 
-    from api.resources import accounts, catalog, fans, links, money, payouts, review, sales
+    from api.resources import (
+        accounts,
+        catalog,
+        fans,
+        insights,
+        keys,
+        links,
+        money,
+        payouts,
+        review,
+        sales,
+    )
 
-    for module in (accounts, catalog, fans, links, sales, money, payouts, review):
+    for module in (accounts, catalog, fans, links, sales, money, payouts, keys, review, insights):
         api.register_blueprint(module.blp)
+
+    from api import web
+
+    # On the app, not the Api: the dashboard's pages stay out of /openapi.json.
+    app.register_blueprint(web.bp)
 
     @app.get("/docs")
     def docs() -> str:
@@ -58,6 +83,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "no-referrer")
         response.headers.setdefault("X-Frame-Options", "DENY")
+        if response.mimetype == "text/html":
+            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
+        if request.path.startswith("/v1/"):
+            # API answers carry keys, balances and payouts: no cache may keep them.
+            response.headers.setdefault("Cache-Control", "no-store")
         return response
 
     return app

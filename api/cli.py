@@ -55,6 +55,11 @@ def admin_key_create() -> None:
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 def serve(bind: str, workers: int) -> None:
     _require_schema()
+    if not os.environ.get("SECRET_KEY"):
+        # Every worker must sign dashboard sessions with the same key.
+        import secrets
+
+        os.environ["SECRET_KEY"] = secrets.token_hex(32)
     args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
     args += ["--access-logfile", "-", "wsgi:app"]
     os.execv(sys.executable, args)  # noqa: S606 - replaces this process with gunicorn

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import secrets
 from typing import Any
 
 from royalties.db import database_url
@@ -17,6 +18,30 @@ def _int_env(name: str, default: int) -> int:
         return int(raw)
     except ValueError:
         raise SystemExit(f"{name} must be an integer, got {raw!r}") from None
+
+
+def _bool_env(name: str, default: bool) -> bool:
+    raw = os.environ.get(name, "").strip().lower()
+    if raw == "":
+        return default
+    if raw in {"1", "true", "yes", "on"}:
+        return True
+    if raw in {"0", "false", "no", "off"}:
+        return False
+    raise SystemExit(f"{name} must be true or false, got {raw!r}")
+
+
+# Rate limits in Flask-Limiter's notation ("20/minute", "3 per 1 second"); see api/limits.py.
+# Unset, each takes its first value, or under TESTING the second: generous enough for the
+# test suite's bursts from one address, while the limiter still runs on every request.
+RATE_LIMIT_DEFAULTS: dict[str, tuple[str, str]] = {
+    "RATELIMIT_SIGNUP": ("20/minute", "2000/minute"),  # POST /v1/fans, per address
+    "RATELIMIT_LINKS": ("60/minute", "6000/minute"),  # POST /v1/share-links, per address
+    "RATELIMIT_CLICKS": ("600/minute", "60000/minute"),  # GET /l/<code>, per address
+    "RATELIMIT_API": ("1200/minute", "120000/minute"),  # every other keyed call, per key
+    # purchases and refunds, per (storefront) key: 1,000 a second, the throughput goal
+    "RATELIMIT_SALES": ("60000/minute", "6000000/minute"),
+}
 
 
 def fraud_from_env() -> FraudConfig:
@@ -44,8 +69,20 @@ def from_env() -> dict[str, Any]:
         "MIN_PAYOUT": _int_env("MIN_PAYOUT", 1000),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
         "CLICK_HASH_SALT": os.environ.get("CLICK_HASH_SALT", "royalties-click"),
+        # Signs the dashboard's session cookie. Unset: a random key per process, so
+        # sessions end with the process (``royalties serve`` shares one across workers).
+        "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_hex(32),
+        "SESSION_COOKIE_HTTPONLY": True,
+        "SESSION_COOKIE_SAMESITE": "Lax",
+        "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),
         # Bodies above this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _int_env("MAX_BODY_BYTES", 64 * 1024),
+        # Rate limits (api/limits.py); a limit left None takes its default from above.
+        "RATELIMIT_ENABLED": _bool_env("RATELIMIT_ENABLED", True),
+        **{name: os.environ.get(name) or None for name in RATE_LIMIT_DEFAULTS},
+        "RATELIMIT_STORAGE_URI": os.environ.get("RATELIMIT_STORAGE_URI") or "memory://",
+        "RATELIMIT_KEY_PREFIX": os.environ.get("RATELIMIT_KEY_PREFIX", "royalties"),
+        "RATELIMIT_STRATEGY": os.environ.get("RATELIMIT_STRATEGY") or "fixed-window",
         # flask-smorest / OpenAPI
         "API_TITLE": "Fan royalty and referral reward engine",
         "API_VERSION": "v1",

@@ -6,16 +6,23 @@
   malformed JSON 400; unknown routes 404; wrong methods 405.
 - Anything else is a bug: logged with its traceback server-side, answered with a bare
   500 that names nothing internal.
+- The OpenAPI document says so: every error response is documented as problem+json,
+  404 wherever the path names an id, 401/403 wherever a key is needed.
+- Secrets stay out of the logs: the Stripe SDK logs what Stripe answers (bodies at
+  DEBUG, error messages at INFO), so the configured Stripe secrets are masked there.
 """
 
 from __future__ import annotations
 
+import http
 import logging
 from typing import Any
 
 import marshmallow as ma
+from apispec import BasePlugin
 from flask import Flask, Response, json
 from flask_smorest import Api
+from flask_smorest.utils import prepare_response
 from werkzeug.exceptions import HTTPException
 
 from royalties import errors as e
@@ -126,16 +133,75 @@ def _flatten_webargs(messages: Any) -> dict[str, Any]:
     return messages if isinstance(messages, dict) else {"_schema": messages}
 
 
+PROBLEM_CONTENT = {PROBLEM_MIME: {"schema": "Problem"}}
+
+
+class ProblemResponses(BasePlugin):  # type: ignore[misc]
+    """Documents each operation's errors as they are sent: problem+json bodies, 404 for an
+    unknown id in the path, 401/403 where a key is needed."""
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **_: Any
+    ) -> None:
+        for operation in (operations or {}).values():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            responses = operation["responses"]
+            for status, description in _implied_errors(path or "", operation).items():
+                if not any(str(key) == str(status) for key in responses):
+                    responses[status] = {"description": description}
+            for status, response in responses.items():
+                if (
+                    str(status).isdigit()
+                    and int(status) >= 400
+                    and isinstance(response, dict)
+                    and "content" not in response
+                    and "$ref" not in response
+                ):
+                    response["content"] = dict(PROBLEM_CONTENT)
+
+
+def _implied_errors(path: str, operation: dict[str, Any]) -> dict[int, str]:
+    implied: dict[int, str] = {}
+    if "{" in path:
+        implied[404] = "Unknown id"
+    if operation.get("security"):
+        implied[401] = "No, unknown or revoked API key"
+        implied[403] = "Wrong role, or not the owner"
+    return implied
+
+
 class ProblemApi(Api):  # type: ignore[misc]
     """flask-smorest's Api, answering every HTTP error as problem+json."""
 
     ERROR_SCHEMA = ProblemSchema
+
+    def _init_spec(self, *, extra_plugins: Any = None, **options: Any) -> None:
+        plugins = [*(extra_plugins or ()), ProblemResponses()]
+        super()._init_spec(extra_plugins=plugins, **options)
+
+    def _register_responses(self) -> None:
+        """The shared responses of flask-smorest, with errors as problem+json."""
+        for status in http.HTTPStatus:
+            response: dict[str, Any] = {"description": status.phrase}
+            content_type = self.DEFAULT_RESPONSE_CONTENT_TYPE
+            if status >= 400:
+                response["schema"] = self.ERROR_SCHEMA
+                content_type = PROBLEM_MIME
+            prepare_response(response, self.spec, content_type)
+            self.spec.components.response(status.name, response, lazy=True)
+        response = {"description": "Any other error", "schema": self.ERROR_SCHEMA}
+        prepare_response(response, self.spec, PROBLEM_MIME)
+        self.spec.components.response(self.DEFAULT_ERROR_RESPONSE_NAME, response, lazy=True)
 
     def handle_http_exception(self, error: HTTPException) -> Response:
         status = error.code or 500
         data = getattr(error, "data", None) or {}
         if status == 500:
             return problem(500, "internal_error", "The server failed; the error was logged.")
+        # e.g. Allow on a 405: everything but the body's own type
+        headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
+        headers.update(data.get("headers") or {})
         fields = None
         messages = data.get("messages")
         if status == 422 and isinstance(messages, dict) and set(messages) == {"headers"}:
@@ -144,7 +210,8 @@ class ProblemApi(Api):  # type: ignore[misc]
                 return problem(
                     400,
                     "idempotency_key_missing",
-                    "this request needs an 'Idempotency-Key' header of 1 to 255 characters",
+                    "this request needs an 'Idempotency-Key' header of 1 to 255 printable "
+                    "ASCII characters",
                     errors=messages["headers"],
                 )
             status = 400
@@ -158,10 +225,41 @@ class ProblemApi(Api):  # type: ignore[misc]
         elif fields and status == 422:
             detail = "The request has invalid fields: " + ", ".join(sorted(fields))
         code = _CODE_BY_HTTP.get(status, "error")
-        return problem(status, code, str(detail), errors=fields, headers=data.get("headers"))
+        return problem(status, code, str(detail), errors=fields, headers=headers)
+
+
+class RedactSecrets(logging.Filter):
+    """Masks the given secrets in every record of the logger it is attached to."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.secrets: set[str] = set()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        message = record.getMessage()
+        if any(secret in message for secret in self.secrets):
+            for secret in self.secrets:
+                message = message.replace(secret, "[redacted]")
+            record.msg, record.args = message, ()
+        return True
+
+
+def redact_in_library_logs(logger_name: str, *secrets: str | None) -> None:
+    """Mask ``secrets`` in what ``logger_name`` logs (one filter per logger, shared by
+    every app in the process)."""
+    logger = logging.getLogger(logger_name)
+    redactor = next((f for f in logger.filters if isinstance(f, RedactSecrets)), None)
+    if redactor is None:
+        redactor = RedactSecrets()
+        logger.addFilter(redactor)
+    redactor.secrets.update(secret for secret in secrets if secret and len(secret) >= 8)
 
 
 def register(app: Flask) -> None:
+    redact_in_library_logs(
+        "stripe", app.config.get("STRIPE_API_KEY"), app.config.get("STRIPE_WEBHOOK_SECRET")
+    )
+
     @app.errorhandler(e.RoyaltiesError)
     def _domain(error: e.RoyaltiesError) -> Response:
         status = status_for(error)

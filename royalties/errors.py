@@ -146,6 +146,13 @@ class WebhookError(PayoutError):
     code = "webhook_signature"
 
 
+class WebhookEventInvalid(WebhookError):
+    """Raised when a correctly signed webhook holds an event we cannot act on (a field
+    missing, of the wrong type, or too long to store)."""
+
+    code = "webhook_event_invalid"
+
+
 class NotConfigured(RoyaltiesError):
     """Raised when a feature needs configuration that is absent (e.g. STRIPE_API_KEY)."""
 

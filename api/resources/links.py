@@ -10,6 +10,7 @@ from flask_smorest import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
 from api.auth import current_principal, require
+from api.errors import PROBLEM_MIME, ProblemSchema
 from api.extensions import db
 from api.schemas.links import ShareLink, ShareLinkCreate, ShareLinkStats
 from royalties.models import ShareLink as ShareLinkRow
@@ -88,11 +89,13 @@ class Click(MethodView):
         description="Click recorded; go to the storefront with `ref=<code>` in the query",
         headers={"Location": {"description": "the storefront URL", "schema": {"type": "string"}}},
     )
+    @blp.alt_response(404, schema=ProblemSchema, content_type=PROBLEM_MIME)
     @blp.alt_response(
         404,
         schema={"type": "string"},
         content_type="text/html",
-        description="Unknown or disabled link: a small HTML page, no click recorded",
+        description="Unknown or disabled link: a small HTML page, no click recorded "
+        "(a path that is no link at all, e.g. one with a `/` in the code, is a problem)",
     )
     def get(self, code: str) -> BaseResponse:
         """Follow a share link (anyone, no key): record a click and redirect"""

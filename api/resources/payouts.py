@@ -16,9 +16,11 @@ from api.schemas.payouts import (
     PayoutPage,
     PayoutQuery,
     PayoutRunOut,
+    StripeEvent,
     WebhookAck,
+    unreadable_parts,
 )
-from royalties.errors import NotConfigured, WebhookError
+from royalties.errors import NotConfigured, WebhookError, WebhookEventInvalid
 from royalties.models import Payout
 from royalties.services import payouts
 
@@ -89,10 +91,14 @@ class StripeWebhook(MethodView):
                 "in": "header",
                 "name": "Stripe-Signature",
                 "required": True,
-                "schema": {"type": "string"},
+                "description": "Stripe's signature of the raw body with the endpoint secret",
+                "schema": {"type": "string", "minLength": 1},
             }
         ],
-        requestBody={"content": {"application/json": {"schema": {"type": "object"}}}},
+        requestBody={"required": True, "content": {"application/json": {"schema": StripeEvent}}},
+        responses={
+            400: {"description": "Signature missing, wrong or stale; or an event we cannot read"}
+        },
     )
     def post(self) -> dict[str, Any]:
         """Signed Stripe events: account.updated, transfer.reversed (verified, handled once)"""
@@ -104,6 +110,9 @@ class StripeWebhook(MethodView):
             raise WebhookError("missing Stripe-Signature header")
         gateway = _verifier()
         event = gateway.construct_event(request.get_data(), signature, secret)
+        unreadable = unreadable_parts(event)
+        if unreadable:
+            raise WebhookEventInvalid("the signed event cannot be handled", fields=unreadable)
         return {"received": True, "result": payouts.handle_webhook(db.session, event)}
 
 

@@ -12,6 +12,8 @@ from api.auth import current_principal, require
 from api.extensions import client_address_hash, db
 from api.idempotent import run_once
 from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
+from royalties.errors import NotFound
+from royalties.ids import looks_like_id
 from royalties.services import purchases, refunds
 from royalties.services.purchases import BuyerRef
 
@@ -76,6 +78,9 @@ class Refunds(MethodView):
         """Refund part or all of a purchase (the storefront that recorded it)"""
         storefront_id = current_principal().owner_id
         assert storefront_id is not None
+        if not looks_like_id(purchase_id):
+            # Before the key is claimed: the claim stores the path, which must fit.
+            raise NotFound(f"purchase {purchase_id[:64]} does not exist")
         return run_once(
             lambda claim: refunds.refund_purchase(
                 db.session,

@@ -18,15 +18,25 @@ class StrictSchema(ma.Schema):
         unknown = ma.RAISE
 
 
-def _no_control_chars(value: str) -> None:
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in value):
-        raise ma.ValidationError("control characters are not allowed")
+class WholeMatch(ma.validate.Regexp):
+    """A Regexp the whole value must match (``re.match`` lets ``$`` pass a final newline).
+
+    Being a Regexp, the OpenAPI document states it as the field's ``pattern``.
+    """
+
+    def __call__(self, value: Any) -> Any:
+        if self.regex.fullmatch(value) is None:
+            raise ma.ValidationError(self._format_error(value))
+        return value
+
+
+_NO_CONTROL_CHARS = WholeMatch(r"^[^\x00-\x1f\x7f]*$", error="control characters are not allowed")
 
 
 def Text(*, max_length: int, min_length: int = 1, **kwargs: Any) -> ma.fields.String:
     """A single-line string of bounded length with no control characters."""
     return ma.fields.String(
-        validate=[ma.validate.Length(min=min_length, max=max_length), _no_control_chars],
+        validate=[ma.validate.Length(min=min_length, max=max_length), _NO_CONTROL_CHARS],
         **kwargs,
     )
 

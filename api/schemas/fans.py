@@ -2,20 +2,20 @@ from __future__ import annotations
 
 import marshmallow as ma
 
-from api.schemas.common import StrictSchema
+from api.schemas.common import StrictSchema, WholeMatch
 
 
 class FanCreate(StrictSchema):
     handle = ma.fields.String(
         required=True,
-        validate=ma.validate.Regexp(
+        validate=WholeMatch(
             r"^[A-Za-z0-9_.-]{2,64}$", error="2 to 64 letters, digits, '_', '.' or '-'"
         ),
     )
     email = ma.fields.Email(load_default=None, validate=ma.validate.Length(max=320))
     ref = ma.fields.String(
         load_default=None,
-        validate=ma.validate.Regexp(r"^[A-Za-z0-9_]{1,64}$", error="not a share code or fan id"),
+        validate=WholeMatch(r"^[A-Za-z0-9_]{1,64}$", error="not a share code or fan id"),
         metadata={"description": "a share code (or a sponsor's fan id) that sets the sponsor"},
     )
 

@@ -1,8 +1,10 @@
 from __future__ import annotations
 
+from typing import Any
+
 import marshmallow as ma
 
-from api.schemas.common import PageQuery
+from api.schemas.common import PageQuery, Text
 
 
 class PayoutAccountOut(ma.Schema):
@@ -51,6 +53,62 @@ class PayoutQuery(PageQuery):
 class PayoutPage(ma.Schema):
     items = ma.fields.List(ma.fields.Nested(PayoutOut), required=True)
     next_cursor = ma.fields.String(allow_none=True)
+
+
+class StripeEventData(ma.Schema):
+    class Meta:
+        unknown = ma.INCLUDE
+
+    object = ma.fields.Dict(required=True)
+
+
+class StripeEvent(ma.Schema):
+    """The envelope every Stripe event has; Stripe sends more, which is ignored."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    id = Text(max_length=255, required=True)
+    type = Text(max_length=100, required=True)
+    data = ma.fields.Nested(StripeEventData, required=True)
+
+
+class StripeAccount(ma.Schema):
+    """What ``account.updated`` handling reads of its ``data.object``."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    id = Text(max_length=255, required=True)
+    payouts_enabled = ma.fields.Boolean(truthy={True}, falsy={False})  # JSON true/false only
+
+
+class StripeTransfer(ma.Schema):
+    """What ``transfer.reversed`` / ``transfer.updated`` handling reads of ``data.object``."""
+
+    class Meta:
+        unknown = ma.INCLUDE
+
+    id = Text(max_length=255, required=True)
+    amount_reversed = ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0))
+
+
+_HANDLED_OBJECTS: dict[str, type[ma.Schema]] = {
+    "account.updated": StripeAccount,
+    "transfer.reversed": StripeTransfer,
+    "transfer.updated": StripeTransfer,
+}
+
+
+def unreadable_parts(event: dict[str, Any]) -> dict[str, Any]:
+    """Field errors of a verified event the webhook would act on; {} when it can be read.
+
+    Events of other types only need the envelope: they are acknowledged and ignored.
+    """
+    problems = StripeEvent().validate(event)
+    schema = _HANDLED_OBJECTS.get(event.get("type")) if not problems else None
+    found = schema().validate(event["data"]["object"]) if schema else {}
+    return problems or ({"data": {"object": found}} if found else {})
 
 
 class WebhookAck(ma.Schema):

@@ -4,7 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 
-from api.schemas.common import Currency, Money, StrictSchema, Text
+from api.schemas.common import Currency, Money, StrictSchema, Text, WholeMatch
 
 
 class BuyerIn(StrictSchema):
@@ -83,7 +83,14 @@ class IdempotencyHeader(ma.Schema):
     idempotency_key = ma.fields.String(
         data_key="Idempotency-Key",
         required=True,
-        validate=ma.validate.Length(min=1, max=255),
+        validate=[
+            ma.validate.Length(min=1, max=255),
+            # Printable ASCII, not only spaces: what a header carries unchanged everywhere.
+            WholeMatch(
+                r"^[\x20-\x7e]*[\x21-\x7e][\x20-\x7e]*$",
+                error="printable ASCII characters, not only spaces",
+            ),
+        ],
         metadata={"description": "unique per request; a retry with the same key and body replays"},
     )
 

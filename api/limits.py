@@ -1,0 +1,238 @@
+"""Rate limits (Flask-Limiter): per client address on the public paths, per API key elsewhere.
+
+The route decides which budget a request spends:
+
+- ``POST /v1/fans`` (sign-up), ``POST /v1/share-links`` and ``GET /l/<code>`` (clicks):
+  per client address, one budget each (``RATELIMIT_SIGNUP``, ``_LINKS``, ``_CLICKS``);
+- every other endpoint that needs an API key: one budget per key shared by all of them
+  (``RATELIMIT_API``), counted under the SHA-256 of the bearer key when the request
+  carries a well-formed one, else under the address, so keyless requests count too;
+- the rest (docs, health checks, Stripe webhooks) is not limited.
+
+Limits are checked before authentication and before the body is read, so a refused
+request costs one counter increment. Over the limit the answer is 429 problem+json
+``rate_limited`` with ``Retry-After`` in seconds; the click redirect answers a small HTML
+page instead, since a browser follows it.
+
+Counters live in memory (per process) unless ``RATELIMIT_STORAGE_URI`` names a shared
+store such as Redis; if that store fails, each process falls back to counting in memory
+rather than refusing or failing requests.
+
+Flask-Limiter keeps its storage and settings on the ``Limiter`` object, while one
+process may build many apps with different configs (the tests do); so ``limiter`` is an
+unbound extension that gives each app its own ``flask_limiter.Limiter``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable
+from typing import Any
+
+from apispec import BasePlugin
+from flask import Flask, Response, current_app, request
+from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
+from limits import parse_many
+
+from api.auth import SECURITY
+from api.config import RATE_LIMIT_DEFAULTS
+from api.errors import PROBLEM_MIME, problem
+from royalties.keys import hash_key, well_formed
+
+log = logging.getLogger("royalties.api")
+
+EXTENSION = "royalties.limiter"
+API = "RATELIMIT_API"
+SALES = "RATELIMIT_SALES"
+CLICKS = "RATELIMIT_CLICKS"
+
+# (method, URL rule) -> the setting holding its per-address limit
+BY_ADDRESS: dict[tuple[str, str], str] = {
+    ("POST", "/v1/fans"): "RATELIMIT_SIGNUP",
+    ("POST", "/v1/share-links"): "RATELIMIT_LINKS",
+    ("GET", "/l/<code>"): CLICKS,
+}
+# (method, URL rule) -> its own per-key budget: storefronts report every sale and refund,
+# far more often than any person calls the API, so they must not share a person's budget.
+BY_KEY: dict[tuple[str, str], str] = {
+    ("POST", "/v1/purchases"): SALES,
+    ("POST", "/v1/purchases/<purchase_id>/refunds"): SALES,
+}
+# Counter names: a setting's budget is shared by every route that spends it.
+_SCOPES = {
+    "RATELIMIT_SIGNUP": "signup",
+    "RATELIMIT_LINKS": "share-links",
+    CLICKS: "clicks",
+    API: "api",
+    SALES: "sales",
+}
+
+TOO_MANY_CLICKS_PAGE = """<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>Too many requests</title></head>
+<body><h1>Too many requests</h1>
+<p>Too many links were followed from your address. Please try again in a minute.</p></body></html>
+"""
+
+
+def client_address() -> str:
+    return "addr:" + (request.remote_addr or "unknown")
+
+
+def api_client() -> str:
+    """The bearer key's hash when the request carries a well-formed key, else the address."""
+    scheme, _, token = request.headers.get("Authorization", "").partition(" ")
+    token = token.strip()
+    if scheme.lower() == "bearer" and well_formed(token):
+        return "key:" + hash_key(token)
+    return client_address()
+
+
+def needs_key(view: Callable[..., Any] | None, method: str) -> bool:
+    """True when the view serving ``method`` is documented as needing an API key.
+
+    ``api.auth.require`` documents every view it guards with ``SECURITY``; reading that
+    keeps the rule "every authenticated endpoint" true for endpoints added later.
+    """
+    target: Any = view
+    view_class = getattr(view, "view_class", None)
+    if view_class is not None:
+        target = getattr(view_class, method.lower(), None)
+    apidoc: dict[str, Any] = getattr(target, "_apidoc", None) or {}
+    return bool(apidoc.get("manual_doc", {}).get("security") == SECURITY)
+
+
+def budget() -> str | None:
+    """The setting whose limit the current request counts against, or None."""
+    rule = request.url_rule
+    if rule is None:
+        return None
+    method = "GET" if request.method == "HEAD" else request.method
+    setting = BY_ADDRESS.get((method, rule.rule)) or BY_KEY.get((method, rule.rule))
+    if setting is not None:
+        return setting
+    view = current_app.view_functions.get(request.endpoint or "")
+    return API if needs_key(view, method) else None
+
+
+def _limit(setting: str) -> Limit:
+    return Limit(
+        limit_provider=lambda: str(current_app.config[setting]),
+        key_function=api_client if setting in (API, SALES) else client_address,
+        scope=_SCOPES[setting],
+        shared=True,
+        exempt_when=lambda: budget() != setting,
+    )
+
+
+class RateLimits:
+    """The unbound extension; ``init_app`` configures and attaches one Limiter per app."""
+
+    def init_app(self, app: Flask) -> None:
+        config = app.config
+        for setting, (default, testing_default) in RATE_LIMIT_DEFAULTS.items():
+            if not config.get(setting):
+                config[setting] = testing_default if app.testing else default
+            try:
+                parse_many(config[setting])
+            except ValueError:
+                raise ValueError(
+                    f"{setting} must be a rate limit such as '20/minute', got {config[setting]!r}"
+                ) from None
+        config.setdefault("RATELIMIT_STORAGE_URI", "memory://")
+        if not config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+            config.setdefault("RATELIMIT_IN_MEMORY_FALLBACK_ENABLED", True)
+            if config["RATELIMIT_STORAGE_URI"].startswith(("redis://", "rediss://")):
+                # A rate limiter must not hang requests when its store is unreachable.
+                config.setdefault(
+                    "RATELIMIT_STORAGE_OPTIONS",
+                    {"socket_connect_timeout": 1, "socket_timeout": 1},
+                )
+        if not config.setdefault("RATELIMIT_ENABLED", True):
+            return
+
+        # Flask-Limiter reads the other RATELIMIT_* settings (storage, key prefix,
+        # strategy) from the app config itself.
+        limiter = Limiter(client_address, default_limits=[_limit(s) for s in _SCOPES])
+        limiter.init_app(app)
+        app.extensions[EXTENSION] = limiter
+        app.register_error_handler(RateLimitExceeded, _too_many_requests)
+
+        api = app.extensions.get("royalties.api")
+        if api is not None:  # document 429 on every limited operation registered from now on
+            plugin = OpenApiLimits(config)
+            plugin.init_spec(api.spec)
+            api.spec.plugins.append(plugin)
+
+
+limiter = RateLimits()
+
+
+def _retry_after() -> int:
+    """Whole seconds until the breached limit's window resets (at least 1)."""
+    breached: RequestLimit | None = current_app.extensions[EXTENSION].current_limit
+    if breached is None:
+        return 1
+    try:
+        reset_at = float(breached.window[0])
+    except Exception:  # the store failed between the check and now; any hint will do
+        log.warning("could not read the rate limit window", exc_info=True)
+        return 60
+    return max(1, math.ceil(reset_at - time.time()))
+
+
+def _too_many_requests(error: RateLimitExceeded) -> Response:
+    retry_after = _retry_after()
+    headers = {"Retry-After": str(retry_after)}
+    if budget() == CLICKS:
+        response = Response(TOO_MANY_CLICKS_PAGE, status=429, mimetype="text/html")
+        response.headers.update(headers)
+        response.headers["Cache-Control"] = "no-store"
+        return response
+    return problem(
+        429,
+        "rate_limited",
+        f"Too many requests: the limit here is {error.limit.limit}; "
+        f"retry after {retry_after} seconds.",
+        headers=headers,
+    )
+
+
+class OpenApiLimits(BasePlugin):
+    """Adds the 429 response to the OpenAPI operations that are rate limited."""
+
+    RETRY_AFTER = {
+        "description": "Seconds to wait before retrying",
+        "schema": {"type": "integer", "minimum": 1},
+    }
+
+    def __init__(self, config: Any) -> None:
+        self.config = config
+
+    def operation_helper(
+        self, path: str | None = None, operations: dict[str, Any] | None = None, **kwargs: Any
+    ) -> None:
+        rule = kwargs.get("rule")
+        for method, operation in (operations or {}).items():
+            if not isinstance(operation, dict) or "responses" not in operation:
+                continue
+            route = (method.upper(), getattr(rule, "rule", path or ""))
+            setting = BY_ADDRESS.get(route) or BY_KEY.get(route)
+            if setting is None and operation.get("security") == SECURITY:
+                setting = API
+            if setting is None:
+                continue
+            per = "API key" if setting in (API, SALES) else "client address"
+            response: dict[str, Any] = {
+                "description": f"Rate limited: more than {self.config[setting]} per {per} "
+                f"(`{setting}`)",
+                "headers": {"Retry-After": self.RETRY_AFTER},
+            }
+            if setting == CLICKS:
+                response["content"] = {"text/html": {"schema": {"type": "string"}}}
+            else:
+                response["content"] = {
+                    PROBLEM_MIME: {"schema": {"$ref": "#/components/schemas/Problem"}}
+                }
+            operation["responses"][429] = response

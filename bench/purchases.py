@@ -1,0 +1,897 @@
+"""Purchases per second through the real HTTP stack, next to raw SQL writing the same rows.
+
+For SQLite (a temp file) and PostgreSQL (a fresh database, dropped at the end) this:
+
+1. migrates with ``royalties db upgrade``, makes an admin key with ``royalties admin-key
+   create``, starts ``royalties serve`` (gunicorn) on a free loopback port, and builds
+   through the API an artist, a storefront, a 1999 USD track, a six-fan sponsor chain, a
+   share link of the last fan and a buyer outside the chain: every sale earns five rewards;
+2. sends ``POST /v1/purchases`` from C concurrent keep-alive clients for a fixed wall
+   time (and at most ``--max-requests``), each answer checked to be 201 with 5 rewards;
+3. stops the server, then has C threads write, with the bare driver, the rows one API
+   purchase writes (copied from a real one: the idempotency claim in its own commit, then
+   purchase, rewards, account upsert, ledger transaction, entries, claim update, commit);
+4. checks that purchases in the database == 201 answers and that the ledger sums to
+   zero, and prints a table against the targets.
+
+Run: ``/work/venv/bin/python bench/purchases.py [--seconds 10] [--clients 16] [--workers 2]
+[--only sqlite|postgres]``; ``--help`` lists the exploration flags.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import http.client
+import json
+import multiprocessing as mp
+import os
+import secrets
+import shlex
+import signal
+import socket
+import sqlite3
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+BIN = Path(sys.executable).parent
+PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
+PRICE, CURRENCY, LEVELS = 1999, "USD", 5
+TARGET_RPS, TARGET_P99_MS, TARGET_SHARE = 1000, 50.0, 0.40
+# The server keeps its rate limiter on (it is on the hot path in production) with a
+# per-key budget the benchmark cannot exhaust; settings the app lacks are ignored.
+SERVER_ENV = {"RATELIMIT_API": "100000000/minute", "RATELIMIT_SIGNUP": "100000/minute"}
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+CORES = os.cpu_count() or 1
+
+
+# ---------------------------------------------------------------- HTTP client helpers
+
+
+def call(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: Any = None,
+    key: str | None = None,
+    headers: dict[str, str] | None = None,
+) -> tuple[int, Any]:
+    hdrs = {"Content-Type": "application/json", **(headers or {})}
+    if key:
+        hdrs["Authorization"] = f"Bearer {key}"
+    conn.request(method, path, None if body is None else json.dumps(body), hdrs)
+    resp = conn.getresponse()
+    data = resp.read()
+    try:
+        return resp.status, json.loads(data)
+    except ValueError:
+        return resp.status, data.decode(errors="replace")
+
+
+def created(conn: http.client.HTTPConnection, path: str, body: Any, key: str | None) -> Any:
+    status, answer = call(conn, "POST", path, body, key)
+    if status != 201:
+        raise RuntimeError(f"POST {path} -> {status}: {answer}")
+    return answer
+
+
+@dataclass
+class Fixture:
+    """What the setup made; ``body`` is the purchase every client sends."""
+
+    storefront_id: str
+    storefront_key: str
+    body: bytes
+    chain: list[str]
+    buyer_id: str
+
+
+def build_fixture(port: int, admin_key: str) -> Fixture:
+    tag = f"{os.getpid()}{secrets.token_hex(3)}"
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    artist = created(conn, "/v1/artists", {"name": "Bench artist"}, admin_key)
+    store = created(
+        conn, "/v1/storefronts", {"name": "Bench", "base_url": "https://shop.example"}, admin_key
+    )
+    content = created(
+        conn,
+        "/v1/content",
+        {
+            "title": "Bench track",
+            "kind": "track",
+            "price": PRICE,
+            "currency": CURRENCY,
+            "storefront_url": "https://shop.example/track",
+        },
+        artist["api_key"],
+    )
+    chain: list[dict[str, Any]] = []
+    for level in range(6):
+        body = {"handle": f"chain{level}-{tag}"}
+        if chain:
+            body["ref"] = chain[-1]["id"]
+        chain.append(created(conn, "/v1/fans", body, None))
+    buyer = created(conn, "/v1/fans", {"handle": f"buyer-{tag}"}, None)
+    link = created(conn, "/v1/share-links", {"content_id": content["id"]}, chain[-1]["api_key"])
+    conn.close()
+    purchase = {
+        "content_id": content["id"],
+        "amount": PRICE,
+        "currency": CURRENCY,
+        "buyer": {"fan_id": buyer["id"]},
+        "share_code": link["code"],
+    }
+    return Fixture(
+        store["id"],
+        store["api_key"],
+        json.dumps(purchase).encode(),
+        [f["id"] for f in chain],
+        buyer["id"],
+    )
+
+
+# ---------------------------------------------------------------- HTTP load generator
+
+
+@dataclass
+class LoadResult:
+    ok: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    client_cpu: float = 0.0
+    first_error: str = ""
+
+    def merge(self, other: LoadResult) -> None:
+        self.ok += other.ok
+        self.errors.update(other.errors)
+        self.latencies += other.latencies
+        self.client_cpu += other.client_cpu
+        self.first_error = self.first_error or other.first_error
+
+
+def _purchase_loop(
+    port: int, key: str, body: bytes, stop_at: float, cap: int, out: LoadResult
+) -> None:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    prefix = secrets.token_hex(8)
+    headers = {"Content-Type": "application/json", "Authorization": f"Bearer {key}"}
+    for n in range(cap):
+        if time.monotonic() >= stop_at:
+            break
+        headers["Idempotency-Key"] = f"{prefix}-{n}"
+        t0 = time.perf_counter()
+        try:
+            conn.request("POST", "/v1/purchases", body, headers)
+            resp = conn.getresponse()
+            data = resp.read()
+        except (OSError, http.client.HTTPException) as exc:
+            conn.close()  # reconnects on the next request
+            out.errors[type(exc).__name__] += 1
+            out.first_error = out.first_error or repr(exc)
+            continue
+        elapsed = time.perf_counter() - t0
+        try:
+            good = resp.status == 201 and len(json.loads(data)["rewards"]) == LEVELS
+        except (ValueError, KeyError, TypeError):
+            good = False
+        if good:
+            out.ok += 1
+            out.latencies.append(elapsed)
+        else:
+            out.errors[f"HTTP {resp.status}"] += 1
+            out.first_error = out.first_error or f"{resp.status} {data[:300]!r}"
+    conn.close()
+
+
+def _client_process(pipe: Any, port: int, key: str, body: bytes, threads: int, cap: int) -> None:
+    """One load process: ``threads`` keep-alive clients, started on the parent's signal."""
+    pipe.send("ready")
+    start_at, seconds = pipe.recv()
+    stop_at = start_at + seconds
+    results = [LoadResult() for _ in range(threads)]
+    workers = [
+        threading.Thread(target=_purchase_loop, args=(port, key, body, stop_at, cap, r))
+        for r in results
+    ]
+    time.sleep(max(0.0, start_at - time.monotonic()))
+    cpu0 = sum(os.times()[:2])
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join()
+    total = LoadResult()
+    for r in results:
+        total.merge(r)
+    total.client_cpu = sum(os.times()[:2]) - cpu0
+    pipe.send(total)
+
+
+def run_load(
+    port: int,
+    fx: Fixture,
+    clients: int,
+    procs: int,
+    seconds: float,
+    max_requests: int,
+    on_start: Callable[[], None] = lambda: None,
+) -> tuple[LoadResult, float]:
+    """C clients spread over ``procs`` processes (one process's GIL cannot skew the load)."""
+    procs = max(1, min(procs, clients))
+    ctx = mp.get_context("spawn")
+    per_thread_cap = max(1, max_requests // clients)
+    children = []
+    for i in range(procs):
+        threads = clients // procs + (1 if i < clients % procs else 0)
+        parent_end, child_end = ctx.Pipe()
+        proc = ctx.Process(
+            target=_client_process,
+            args=(child_end, port, fx.storefront_key, fx.body, threads, per_thread_cap),
+            daemon=True,
+        )
+        proc.start()
+        child_end.close()  # so a crashed client is an EOFError here, not a hang
+        children.append((proc, parent_end))
+    try:
+        for _, pipe in children:
+            pipe.recv()
+        start_at = time.monotonic() + 0.2
+        for _, pipe in children:
+            pipe.send((start_at, seconds))
+        time.sleep(max(0.0, start_at - time.monotonic()))
+        on_start()
+        total = LoadResult()
+        for _, pipe in children:
+            total.merge(pipe.recv())
+        wall = time.monotonic() - start_at
+    finally:
+        for proc, _ in children:
+            proc.join(timeout=5)
+            if proc.is_alive():
+                proc.terminate()
+    return total, wall
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    if not sorted_values:
+        return float("nan")
+    return sorted_values[min(len(sorted_values) - 1, round(q * (len(sorted_values) - 1)))]
+
+
+# ---------------------------------------------------------------- CPU accounting (/proc)
+
+
+def proc_cpu(pid: int) -> float:
+    """User + system CPU seconds of one process (0 if it is gone)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / CLK_TCK
+
+
+def child_pids(pid: int) -> list[int]:
+    pids: list[int] = []
+    with contextlib.suppress(OSError):
+        for task in Path(f"/proc/{pid}/task").iterdir():
+            pids += [int(p) for p in (task / "children").read_text().split()]
+    return pids
+
+
+def machine_busy() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine since boot."""
+    ticks = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = ticks[3] + ticks[4]
+    return (sum(ticks[:8]) - idle) / CLK_TCK, sum(ticks[:8]) / CLK_TCK
+
+
+# ---------------------------------------------------------------- databases
+
+
+class Database:
+    """A benchmark database: its URL, a driver connection factory, and cleanup."""
+
+    name: str
+    url: str
+    placeholder: str
+
+    def connect(self) -> Any:
+        raise NotImplementedError
+
+    def backend_pids(self) -> list[int]:
+        return []
+
+    def backend_pid(self, conn: Any) -> int | None:
+        return None
+
+    def wrap_json(self, value: Any) -> Any:
+        return value if isinstance(value, str) else json.dumps(value)
+
+    def drop(self) -> None:
+        raise NotImplementedError
+
+
+class SqliteDatabase(Database):
+    name = "sqlite"
+    placeholder = "?"
+
+    def __init__(self) -> None:
+        self.dir = tempfile.mkdtemp(prefix="roy_bench_")
+        self.path = os.path.join(self.dir, "bench.db")
+        self.url = f"sqlite:///{self.path}"
+
+    def connect(self) -> Any:
+        # The same pragmas as royalties.db.make_engine gives every SQLite connection.
+        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
+            conn.execute(f"PRAGMA {pragma}")
+        conn.execute("PRAGMA busy_timeout=30000")
+        return conn
+
+    def begin(self, conn: Any, *, claim: bool) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+
+    def drop(self) -> None:
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(OSError):
+                os.unlink(self.path + suffix)
+        with contextlib.suppress(OSError):
+            os.rmdir(self.dir)
+
+
+class PostgresDatabase(Database):
+    name = "postgresql"
+    placeholder = "%s"
+
+    def __init__(self) -> None:
+        import psycopg
+
+        self.dbname = f"roy_bench_{os.getpid()}"
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}"')
+            conn.execute(f'CREATE DATABASE "{self.dbname}"')
+        self.url = f"{PG_SERVER}/{self.dbname}"
+
+    def connect(self) -> Any:
+        import psycopg
+
+        return psycopg.connect(self.url)
+
+    def begin(self, conn: Any, *, claim: bool) -> None:
+        if claim:  # as royalties.idempotency.begin does for the claim's own commit
+            conn.execute("SET LOCAL synchronous_commit = off")
+
+    def backend_pids(self) -> list[int]:
+        import psycopg
+
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            rows = conn.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s", (self.dbname,)
+            ).fetchall()
+        return [r[0] for r in rows]
+
+    def backend_pid(self, conn: Any) -> int | None:
+        return int(conn.info.backend_pid)
+
+    def wrap_json(self, value: Any) -> Any:
+        from psycopg.types.json import Json
+
+        return Json(json.loads(value) if isinstance(value, str) else value)
+
+    def drop(self) -> None:
+        import psycopg
+
+        with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
+
+
+def cli(db: Database, *args: str) -> str:
+    env = {**os.environ, "DATABASE_URL": db.url}
+    done = subprocess.run(
+        [str(BIN / "royalties"), *args], env=env, capture_output=True, text=True, check=False
+    )
+    if done.returncode != 0:
+        raise RuntimeError(f"royalties {' '.join(args)} failed:\n{done.stdout}{done.stderr}")
+    return done.stdout
+
+
+def fetch_dicts(conn: Any, sql: str, params: tuple[Any, ...]) -> list[dict[str, Any]]:
+    cur = conn.execute(sql, params)
+    names = [d[0] for d in cur.description]
+    return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
+
+
+def scalar(db: Database, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    conn = db.connect()
+    try:
+        return conn.execute(sql.replace("%s", db.placeholder), params).fetchone()[0]
+    finally:
+        conn.close()
+
+
+# ---------------------------------------------------------------- raw SQL mirror
+
+
+@dataclass
+class RawResult:
+    done: int = 0
+    errors: Counter[str] = field(default_factory=Counter)
+    latencies: list[float] = field(default_factory=list)
+    wall: float = 0.0
+    client_cpu: float = 0.0
+    db_cpu: float = 0.0
+
+
+class RawPurchase:
+    """The rows of one real API purchase, re-inserted under new ids by the bare driver."""
+
+    def __init__(self, db: Database, purchase_id: str) -> None:
+        self.db = db
+        p = db.placeholder
+        conn = db.connect()
+        try:
+            q = lambda sql, *a: fetch_dicts(conn, sql.replace("%s", p), a)  # noqa: E731
+            self.purchase = q("SELECT * FROM purchases WHERE id = %s", purchase_id)[0]
+            self.rewards = q("SELECT * FROM rewards WHERE purchase_id = %s", purchase_id)
+            self.txn = q("SELECT * FROM ledger_transactions WHERE ref = %s", purchase_id)[0]
+            self.entries = q(
+                "SELECT * FROM ledger_entries WHERE transaction_id = %s ORDER BY id",
+                self.txn["id"],
+            )
+            self.accounts = q(
+                "SELECT * FROM ledger_accounts WHERE id IN (SELECT account_id FROM "
+                "ledger_entries WHERE transaction_id = %s) ORDER BY id",
+                self.txn["id"],
+            )
+            self.claim = q(
+                "SELECT * FROM idempotency_records WHERE response_body IS NOT NULL "
+                "ORDER BY id DESC LIMIT 1"
+            )[0]
+        finally:
+            conn.close()
+        for row in (self.txn, self.claim, *self.entries):
+            row.pop("id")
+        self.old_id = purchase_id
+        self.response = json.dumps(self.claim.pop("response_body"))
+        self.sql = {
+            "claim": self._insert("idempotency_records", self.claim, 1, " ON CONFLICT DO NOTHING")
+            + " RETURNING id",
+            "purchase": self._insert("purchases", self.purchase, 1),
+            "rewards": self._insert("rewards", self.rewards[0], len(self.rewards)),
+            "accounts": self._insert(
+                "ledger_accounts", self.accounts[0], len(self.accounts), " ON CONFLICT DO NOTHING"
+            ),
+            "txn": self._insert("ledger_transactions", self.txn, 1) + " RETURNING id",
+            "entries": self._insert("ledger_entries", self.entries[0], len(self.entries)),
+            "done": (
+                "UPDATE idempotency_records SET state = 'done', response_status = 201, "
+                f"response_body = {p} WHERE id = {p}"
+            ),
+        }
+
+    def _insert(self, table: str, row: dict[str, Any], count: int, suffix: str = "") -> str:
+        values = "(" + ", ".join([self.db.placeholder] * len(row)) + ")"
+        return (
+            f"INSERT INTO {table} ({', '.join(row)}) VALUES {', '.join([values] * count)}{suffix}"
+        )
+
+    def rows_per_purchase(self) -> str:
+        return (
+            f"1 idempotency claim (own commit), 1 purchase, {len(self.rewards)} rewards, "
+            f"{len(self.accounts)}-account upsert, 1 ledger txn, {len(self.entries)} entries, "
+            "1 claim update; 2 commits"
+        )
+
+    def write_one(self, conn: Any, tag: str) -> None:
+        db, now = self.db, datetime.now(UTC).replace(tzinfo=None)
+        stamp = now if db.name == "postgresql" else now.isoformat(sep=" ")
+        new_id = f"pur_{tag}"
+        reward_ids = {r["id"]: f"rwd_{tag}{r['level']}" for r in self.rewards}
+
+        def fresh(row: dict[str, Any]) -> list[Any]:
+            out = []
+            for name, value in row.items():
+                if name == "created_at":
+                    value = stamp
+                elif name in ("chain", "response_body"):
+                    value = db.wrap_json(value)
+                elif name in ("purchase_id", "ref") or value == self.old_id:
+                    value = new_id
+                elif name == "reward_id" and value is not None:
+                    value = reward_ids[value]
+                out.append(value)
+            return out
+
+        db.begin(conn, claim=True)
+        claim = dict(self.claim, key=f"raw-{tag}", state="in_flight", response_status=None)
+        record_id = conn.execute(self.sql["claim"], fresh(claim)).fetchone()[0]
+        conn.commit()
+        db.begin(conn, claim=False)
+        conn.execute(self.sql["purchase"], fresh(dict(self.purchase, id=new_id)))
+        conn.execute(
+            self.sql["rewards"],
+            [v for r in self.rewards for v in fresh(dict(r, id=reward_ids[r["id"]]))],
+        )
+        conn.execute(self.sql["accounts"], [v for a in self.accounts for v in a.values()])
+        txn_id = conn.execute(self.sql["txn"], fresh(self.txn)).fetchone()[0]
+        conn.execute(
+            self.sql["entries"],
+            [v for e in self.entries for v in fresh(dict(e, transaction_id=txn_id))],
+        )
+        body = db.wrap_json(self.response.replace(self.old_id, new_id))
+        conn.execute(self.sql["done"], (body, record_id))
+        conn.commit()
+
+
+def run_raw(mirror: RawPurchase, clients: int, seconds: float, max_requests: int) -> RawResult:
+    """C threads, one connection each, writing purchases back to back."""
+    stop_at = time.monotonic() + seconds
+    cap = max(1, max_requests // clients)
+    res = RawResult()
+    lat: list[list[float]] = [[] for _ in range(clients)]
+    lock = threading.Lock()
+
+    def loop(i: int) -> None:
+        conn = mirror.db.connect()
+        backend = mirror.db.backend_pid(conn)
+        backend_cpu0 = proc_cpu(backend) if backend else 0.0
+        prefix = secrets.token_hex(4)
+        done = 0
+        try:
+            for n in range(cap):
+                if time.monotonic() >= stop_at:
+                    break
+                t0 = time.perf_counter()
+                try:
+                    mirror.write_one(conn, f"{prefix}{i:02d}{n:07d}")
+                except Exception as exc:
+                    conn.rollback()
+                    with lock:
+                        res.errors[f"{type(exc).__name__}: {str(exc)[:120]}"] += 1
+                    continue
+                lat[i].append(time.perf_counter() - t0)
+                done += 1
+        finally:
+            with lock:
+                res.done += done
+                res.db_cpu += proc_cpu(backend) - backend_cpu0 if backend else 0.0
+            conn.close()
+
+    cpu0, start = sum(os.times()[:2]), time.monotonic()
+    threads = [threading.Thread(target=loop, args=(i,)) for i in range(clients)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    res.wall = time.monotonic() - start
+    res.client_cpu = sum(os.times()[:2]) - cpu0
+    res.latencies = sorted(x for part in lat for x in part)
+    return res
+
+
+# ---------------------------------------------------------------- the server
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def server(db: Database, workers: int, extra: str, log: Path) -> Iterator[tuple[int, int]]:
+    """``royalties serve`` (or gunicorn itself when ``extra`` flags are given); killed on exit."""
+    port = free_port()
+    bind = f"127.0.0.1:{port}"
+    if extra:
+        cmd = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
+        cmd += ["--access-logfile", "-", *shlex.split(extra), "wsgi:app"]
+    else:
+        cmd = [str(BIN / "royalties"), "serve", "--bind", bind, "--workers", str(workers)]
+    env = {**SERVER_ENV, **os.environ, "DATABASE_URL": db.url}
+    with log.open("wb") as out:
+        proc = subprocess.Popen(  # cwd: wsgi:app is found on sys.path, as when installed
+            cmd,
+            env=env,
+            cwd=log.parent,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            if proc.poll() is not None:
+                raise RuntimeError(f"server exited with {proc.returncode}: {log.read_text()}")
+            with contextlib.suppress(OSError, http.client.HTTPException):
+                conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+                if call(conn, "GET", "/healthz")[0] == 200:
+                    conn.close()
+                    break
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not healthy after 30 s: {log.read_text()[-2000:]}")
+            time.sleep(0.1)
+        yield port, proc.pid
+    finally:
+        stop_group(proc)
+
+
+def stop_group(proc: subprocess.Popen[bytes]) -> None:
+    for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+        if proc.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)  # the group holds only the server we started
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=wait)
+
+
+# ---------------------------------------------------------------- one database
+
+
+@dataclass
+class Figures:
+    name: str
+    http_rps: float = float("nan")
+    p50: float = float("nan")
+    p90: float = float("nan")
+    p99: float = float("nan")
+    raw_rps: float = float("nan")
+    checks: list[str] = field(default_factory=list)
+    failed: str = ""
+
+
+def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], None]) -> Figures:
+    fig = Figures(db.name)
+    cli(db, "db", "upgrade")
+    admin_key = cli(db, "admin-key", "create").strip().splitlines()[-1]
+    log = Path(tempfile.mkdtemp(prefix="roy_bench_log_")) / f"{db.name}-server.log"
+    with server(db, args.workers, args.gunicorn, log) as (port, server_pid):
+        fx = build_fixture(port, admin_key)
+        how = f"gunicorn {args.gunicorn}" if args.gunicorn else "royalties serve"
+        out(f"server: {how} --workers {args.workers} (log {log})")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        status, first = call(
+            conn, "POST", "/v1/purchases", json.loads(fx.body), fx.storefront_key,
+            {"Idempotency-Key": "warm-up-0"},
+        )  # fmt: skip
+        conn.close()
+        if status != 201 or len(first["rewards"]) != LEVELS:
+            raise RuntimeError(f"first purchase -> {status}: {first}")
+        warm, _ = run_load(port, fx, args.clients, args.client_procs, 1.0, args.max_requests)
+        warm_ok = 1 + warm.ok
+
+        workers = child_pids(server_pid)
+        spies = start_py_spy(args.py_spy, db.name, workers, args.seconds)
+        pids = workers + db.backend_pids()
+        cpu0: dict[int, float] = {}
+        machine0: list[float] = []
+
+        def sample() -> None:  # at the moment the clients start
+            cpu0.update({pid: proc_cpu(pid) for pid in pids})
+            machine0[:] = machine_busy()
+
+        result, wall = run_load(
+            port, fx, args.clients, args.client_procs, args.seconds, args.max_requests, sample
+        )
+        busy1, total1 = machine_busy()
+        backends = db.backend_pids()
+        server_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in workers)
+        db_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in backends)
+        for spy in spies:
+            spy.wait()
+    lat = sorted(result.latencies)
+    fig.http_rps = result.ok / wall
+    fig.p50, fig.p90, fig.p99 = (percentile(lat, q) * 1000 for q in (0.5, 0.9, 0.99))
+    errors = sum(result.errors.values())
+    out(
+        f"HTTP  {args.clients} clients in {args.client_procs} process(es), {wall:.1f} s: "
+        f"{result.ok} x 201 with {LEVELS} rewards, {errors} errors {dict(result.errors) or ''}"
+    )
+    if result.first_error:
+        out(f"      first error: {result.first_error}")
+    out(
+        f"      {fig.http_rps:.0f} purchases/s   p50 {fig.p50:.1f} ms   p90 {fig.p90:.1f} ms   "
+        f"p99 {fig.p99:.1f} ms   max {(lat[-1] * 1000 if lat else 0):.1f} ms"
+    )
+    cores = lambda sec: sec / wall  # noqa: E731
+    db_part = f", postgres backends {cores(db_cpu):.2f}" if db.name == "postgresql" else ""
+    busy0, total0 = machine0
+    machine = (busy1 - busy0) / (total1 - total0) * CORES
+    others = machine - cores(result.client_cpu + server_cpu + db_cpu)
+    out(
+        f"      CPU in cores: clients {cores(result.client_cpu):.2f}, gunicorn workers "
+        f"{cores(server_cpu):.2f}{db_part}; whole machine {machine:.2f} of {CORES} "
+        f"(everything else {max(others, 0):.2f})"
+    )
+    if result.ok:
+        per = f"; postgres {db_cpu / result.ok * 1000:.2f} ms" if db_part else ""
+        out(f"      CPU per purchase: gunicorn {server_cpu / result.ok * 1000:.2f} ms{per}")
+
+    purchases = scalar(db, "SELECT count(*) FROM purchases")
+    verdict = "OK" if purchases == warm_ok + result.ok else "MISMATCH"
+    fig.checks.append(f"purchases {verdict}")
+    out(
+        f"check purchases in database {purchases} vs 201 answers {warm_ok + result.ok} "
+        f"(incl. {warm_ok} warm-up): {verdict}"
+    )
+
+    mirror = RawPurchase(db, first["id"])
+    before = purchases
+    raw = run_raw(mirror, args.clients, args.raw_seconds or args.seconds, args.max_requests)
+    fig.raw_rps = raw.done / raw.wall
+    out(
+        f"raw   {args.clients} threads, {raw.wall:.1f} s: {raw.done} purchases, "
+        f"{fig.raw_rps:.0f} purchases/s, p50 {percentile(raw.latencies, 0.5) * 1000:.1f} ms, "
+        f"p99 {percentile(raw.latencies, 0.99) * 1000:.1f} ms, {sum(raw.errors.values())} errors"
+    )
+    out(f"      per purchase: {mirror.rows_per_purchase()}")
+    if raw.done:
+        per = f", postgres {raw.db_cpu / raw.done * 1000:.2f} ms" if db_part else ""
+        out(
+            f"      CPU per purchase: driver threads {raw.client_cpu / raw.done * 1000:.2f} ms{per}"
+        )
+    for message, n in raw.errors.most_common(3):
+        out(f"      error x{n}: {message}")
+    raw_rows = scalar(db, "SELECT count(*) FROM purchases") - before
+    verdict = "OK" if raw_rows == raw.done else "MISMATCH"
+    fig.checks.append(f"raw {verdict}")
+    out(f"check raw purchases in database {raw_rows} vs commits {raw.done}: {verdict}")
+    fig.checks.append(ledger_check(db, out))
+    return fig
+
+
+def ledger_check(db: Database, out: Callable[[str], None]) -> str:
+    conn = db.connect()
+    try:
+        sums = conn.execute(
+            "SELECT currency, SUM(amount), COUNT(*) FROM ledger_entries GROUP BY currency"
+        ).fetchall()
+    finally:
+        conn.close()
+    from royalties import ledger
+    from royalties.db import make_engine, make_sessionmaker
+
+    engine = make_engine(db.url)
+    try:
+        with make_sessionmaker(engine)() as session:
+            problems = ledger.check(session)
+    finally:
+        engine.dispose()
+    sums = [(c, int(t), n) for c, t, n in sums]
+    good = all(total == 0 for _, total, _ in sums) and not problems
+    verdict = "OK" if good else "MISMATCH"
+    shown = ", ".join(f"{c} {t:+d} over {n} entries" for c, t, n in sums)
+    out(f"check ledger per currency: {shown}; royalties.ledger.check: {len(problems)} problems")
+    for problem in problems[:5]:
+        out(f"      {problem}")
+    out(f"      ledger: {verdict}")
+    return f"ledger {verdict}"
+
+
+def start_py_spy(
+    prefix: str, name: str, pids: list[int], seconds: float
+) -> list[subprocess.Popen[bytes]]:
+    """Optionally sample each gunicorn worker for the measured run (collapsed stacks)."""
+    if not prefix:
+        return []
+    flags = ["--duration", str(int(seconds + 1)), "--rate", "200", "--nonblocking", "--format"]
+    return [
+        subprocess.Popen(
+            [
+                str(BIN / "py-spy"),
+                "record",
+                "--pid",
+                str(pid),
+                *flags,
+                "raw",
+                "-o",
+                f"{prefix}{pid}",
+            ],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for pid in pids
+    ]
+
+
+# ---------------------------------------------------------------- main
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n", 1)[0])
+    parser.add_argument("--seconds", type=float, default=10.0, help="HTTP run wall time")
+    parser.add_argument("--raw-seconds", type=float, default=0.0, help="default: --seconds")
+    parser.add_argument("--clients", type=int, default=16, help="concurrent clients / threads")
+    parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
+    parser.add_argument("--only", choices=("sqlite", "postgres"))
+    parser.add_argument("--max-requests", type=int, default=200_000, help="hard cap per phase")
+    parser.add_argument(
+        "--client-procs", type=int, default=2, help="processes the HTTP clients are spread over"
+    )
+    parser.add_argument(
+        "--gunicorn",
+        default="",
+        metavar="FLAGS",
+        help="explore: run gunicorn directly with these extra flags, e.g. "
+        "'--worker-class gthread --threads 4' (default: royalties serve)",
+    )
+    parser.add_argument(
+        "--py-spy", default="", metavar="PREFIX", help="profile workers to PREFIX<pid>"
+    )
+    args = parser.parse_args(argv)
+
+    out = lambda line: print(line, flush=True)  # noqa: E731
+    kinds = {"sqlite": SqliteDatabase, "postgres": PostgresDatabase}
+    figures = []
+    for key, kind in kinds.items():
+        if args.only and args.only != key:
+            continue
+        db: Database | None = None
+        fig = Figures(kind.name)
+        try:
+            db = kind()
+            out(f"\n== {db.name}: {db.url}")
+            fig = bench_database(db, args, out)
+        except KeyboardInterrupt:
+            out("interrupted")
+            figures.append(fig)
+            break
+        except Exception as exc:
+            fig.failed = f"{type(exc).__name__}: {exc}"
+            out(f"FAILED {fig.failed}")
+        finally:
+            if db is not None:
+                db.drop()
+        figures.append(fig)
+    print_table(figures, args, out)
+    return 1 if any(f.failed or any("MISMATCH" in c for c in f.checks) for f in figures) else 0
+
+
+def mark(targeted: bool, good: bool) -> str:
+    return "" if not targeted else (" ok" if good else " MISS")
+
+
+def print_table(
+    figures: list[Figures], args: argparse.Namespace, out: Callable[[str], None]
+) -> None:
+    out(
+        f"\n{CORES} cores, {args.clients} clients, {args.workers} workers, "
+        f"{args.seconds:g} s per database; targets on PostgreSQL: >= {TARGET_RPS} purchases/s "
+        f"over HTTP, p99 < {TARGET_P99_MS:g} ms, HTTP >= {TARGET_SHARE:.0%} of raw SQL"
+    )
+    head = ("database", "HTTP purchases/s", "p50 ms", "p99 ms", "raw SQL purchases/s",
+            "HTTP % of raw", "checks")  # fmt: skip
+    rows = [head]
+    for f in figures:
+        if f.failed:
+            rows.append((f.name, "failed", "", "", "", "", f.failed[:60]))
+            continue
+        share = f.http_rps / f.raw_rps if f.raw_rps else float("nan")
+        pg = f.name == "postgresql"
+        rows.append((
+            f.name,
+            f"{f.http_rps:.0f}{mark(pg, f.http_rps >= TARGET_RPS)}",
+            f"{f.p50:.1f}",
+            f"{f.p99:.1f}{mark(pg, f.p99 < TARGET_P99_MS)}",
+            f"{f.raw_rps:.0f}",
+            f"{share:.0%}{mark(pg, share >= TARGET_SHARE)}",
+            ", ".join(f.checks),
+        ))  # fmt: skip
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    for n, row in enumerate(rows):
+        out(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+        if n == 0:
+            out("-|-".join("-" * w for w in widths))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

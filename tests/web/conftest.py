@@ -1,0 +1,178 @@
+"""Dashboard fixtures: a small world made through the real API, and signed-in clients."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from flask import Flask
+from flask.testing import FlaskClient
+from sqlalchemy import update
+from sqlalchemy.orm import Session
+
+from royalties.db import utcnow
+from royalties.models import Purchase, Reward
+from tests.helpers import Actor, ApiDriver, buy, refund, share
+
+CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@dataclass
+class Cast:
+    """Who signs in: an admin, two artists, a storefront and two fans (ann sponsors bob)."""
+
+    admin: Actor
+    artist: Actor
+    other_artist: Actor
+    shop: Actor
+    fans: dict[str, Actor]
+
+
+@dataclass
+class World(Cast):
+    """The cast with content, share links, clicks, sales and refunds."""
+
+    song: dict[str, Any] = field(default_factory=dict)
+    book: dict[str, Any] = field(default_factory=dict)
+    links: dict[str, str] = field(default_factory=dict)
+    purchases: list[dict[str, Any]] = field(default_factory=list)
+
+
+def build_cast(api: ApiDriver) -> Cast:
+    ann = api.fan("ann")
+    return Cast(
+        api.admin,
+        api.artist("Nina Vale"),
+        api.artist("Other Artist"),
+        api.storefront("Record Shop"),
+        {"ann": ann, "bob": api.fan("bob", ref=ann.id)},
+    )
+
+
+def _content(api: ApiDriver, artist: Actor, title: str, kind: str, price: int) -> dict[str, Any]:
+    return api.ok(  # type: ignore[no-any-return]
+        "POST",
+        "/v1/content",
+        artist,
+        {
+            "title": title,
+            "kind": kind,
+            "price": price,
+            "currency": "usd",
+            "storefront_url": f"https://shop.test/{kind}",
+        },
+        201,
+    )
+
+
+def build_world(api: ApiDriver, session: Session) -> World:
+    """An artist with two items, a referral tree of eight fans, share links, clicks, eleven
+    sales (some direct, some through links) spread over the last nine days, and refunds."""
+    artist = api.artist("Nina Vale")
+    other = api.artist("Other Artist")
+    shop = api.storefront("Record Shop")
+    song = _content(api, artist, "Midnight Drive", "track", 1999)
+    book = _content(api, artist, "Neon Atlas", "book", 4999)
+    _content(api, other, "Someone Else's Song", "track", 999)
+
+    fans: dict[str, Actor] = {}
+    for handle, sponsor in [
+        ("ann", None),
+        ("bob", "ann"),
+        ("cyd", "bob"),
+        ("dee", "cyd"),
+        ("eve", "dee"),
+        ("fay", "eve"),
+        ("gus", "bob"),
+        ("hal", "gus"),
+    ]:
+        fans[handle] = api.fan(handle, ref=fans[sponsor].id if sponsor else None)
+    links = {h: share(api, fans[h], song["id"]) for h in ("ann", "bob", "eve", "fay", "hal")}
+    links["bob-book"] = share(api, fans["bob"], book["id"])
+    for code, clicks in [(links["bob"], 3), (links["fay"], 2), (links["ann"], 1)]:
+        for _ in range(clicks):
+            assert api.call("GET", f"/l/{code}").status_code == 302
+
+    world = World(api.admin, artist, other, shop, fans, song=song, book=book, links=links)
+    sales = [
+        (song, "fay", "b1@example.com", 8),
+        (song, "fay", "b2@example.com", 7),
+        (book, "bob-book", "b3@example.com", 7),
+        (song, "bob", "b4@example.com", 5),
+        (song, "hal", "b5@example.com", 4),
+        (song, None, "b6@example.com", 4),
+        (book, "eve", "b7@example.com", 3),
+        (song, "ann", "b8@example.com", 2),
+        (book, None, "b9@example.com", 1),
+        (song, "fay", "b10@example.com", 0),
+        (song, "bob", "b11@example.com", 0),
+    ]
+    for item, via, email, _days in sales:
+        code = links[via] if via else None
+        world.purchases.append(buy(api, shop, item, {"email": email}, share_code=code))
+    refund(api, shop, world.purchases[1]["id"], 1000)
+    refund(api, shop, world.purchases[4]["id"], world.purchases[4]["amount"])
+    # Spread the sales over the last days, so the charts have a shape (recorded "now").
+    now = utcnow()
+    for purchase, (*_, days) in zip(world.purchases, sales, strict=True):
+        moment = now - timedelta(days=days, hours=1)
+        session.execute(
+            update(Purchase).where(Purchase.id == purchase["id"]).values(created_at=moment)
+        )
+        session.execute(
+            update(Reward).where(Reward.purchase_id == purchase["id"]).values(created_at=moment)
+        )
+    session.commit()
+    return world
+
+
+@pytest.fixture
+def world(api: ApiDriver, session: Session) -> World:
+    return build_world(api, session)
+
+
+@pytest.fixture
+def cast(api: ApiDriver) -> Cast:
+    return build_cast(api)
+
+
+class Browser:
+    """A dashboard visitor: the Flask test client with its cookie jar and CSRF token."""
+
+    def __init__(self, app: Flask) -> None:
+        self.client: FlaskClient = app.test_client()
+        self.token = ""
+
+    def get(self, path: str, **kw: Any) -> Any:
+        response = self.client.get(path, **kw)
+        match = CSRF_RE.search(response.get_data(as_text=True))
+        if match:
+            self.token = match.group(1)
+        return response
+
+    def post(self, path: str, data: dict[str, Any] | None = None, *, csrf: bool = True) -> Any:
+        form = dict(data or {})
+        if csrf:
+            form.setdefault("csrf_token", self.token)
+        return self.client.post(path, data=form)
+
+    def sign_in(self, key: str, **form: str) -> Any:
+        """Sign in through the form; the token is then the new session's (it rotates)."""
+        self.get("/dashboard/login")
+        response = self.post("/dashboard/login", {"api_key": key, **form})
+        if response.status_code == 302:
+            self.get(response.headers["Location"])
+        return response
+
+
+@pytest.fixture
+def visitor(app: Flask) -> Browser:
+    return Browser(app)
+
+
+@pytest.fixture
+def make_visitor(app: Flask) -> Any:
+    return lambda: Browser(app)
