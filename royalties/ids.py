@@ -26,4 +26,4 @@ def new_id(prefix: str) -> str:
 
 def looks_like_id(value: str) -> bool:
     """True when ``value`` has the shape of an id made by :func:`new_id`."""
-    return bool(_ID_RE.match(value))
+    return bool(_ID_RE.fullmatch(value))

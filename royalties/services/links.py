@@ -38,7 +38,7 @@ _CODE_ATTEMPTS = 5
 
 def looks_like_code(value: str) -> bool:
     """True when ``value`` has the shape of a share code."""
-    return bool(_CODE_RE.match(value))
+    return bool(_CODE_RE.fullmatch(value))
 
 
 def share_url(public_base_url: str, code: str) -> str:

@@ -54,3 +54,12 @@ def test_invalid_plans_are_refused(rates, hold):
 def test_valid_plans_pass_through():
     assert validate_plan([2500, 2500], 0) == ([2500, 2500], 0)
     assert validate_plan([0], 365) == ([0], 365)
+
+
+def test_id_and_code_shapes_refuse_a_trailing_newline():
+    from royalties.ids import looks_like_id, new_id
+    from royalties.services.links import looks_like_code
+
+    fan_id = new_id("fan")
+    assert looks_like_id(fan_id) and not looks_like_id(fan_id + "\n")
+    assert looks_like_code("abcdefghjk") and not looks_like_code("abcdefghjk\n")
