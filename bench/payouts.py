@@ -228,6 +228,36 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
     return total
 
 
+class Analyzer(threading.Thread):
+    """ANALYZE the payout tables every ``every`` seconds from a side connection: what
+    autovacuum does on a normal server. Without fresh statistics PostgreSQL keeps the
+    plans it cached while ``payouts`` was empty (psycopg prepares repeated statements;
+    foreign-key checks cache theirs per backend): sequential scans that make every
+    payout cost O(payouts so far), i.e. the run O(N^2)."""
+
+    TABLES = "payouts, payout_events, payout_runs, ledger_transactions, ledger_entries"
+
+    def __init__(self, url: str, every: float) -> None:
+        super().__init__(daemon=True)
+        self.url, self.every, self.count = url, every, 0
+        self.halt = threading.Event()
+
+    def run(self) -> None:
+        engine = create_engine(database_url(self.url), isolation_level="AUTOCOMMIT")
+        try:
+            while not self.halt.wait(self.every):
+                with engine.connect() as conn:
+                    conn.execute(text(f"ANALYZE {self.TABLES}"))
+                self.count += 1
+        finally:
+            engine.dispose()
+
+
+def autovacuum_setting(engine: Engine) -> str:
+    with engine.connect() as conn:
+        return str(conn.execute(text("SHOW autovacuum")).scalar_one())
+
+
 # ---------------------------------------------------------------- measuring
 
 
@@ -332,6 +362,15 @@ def bench(args: argparse.Namespace) -> int:
 
             if args.stripe_latency:  # hold every transfer's answer, as a real Stripe would
                 RemoteFake(stripe_url).delay("transfers", args.stripe_latency, count=n)
+            analyzer = None
+            if args.db == "postgres":
+                autovacuum = autovacuum_setting(engine)
+                every = args.analyze_every if args.analyze_every is not None else 30.0
+                if autovacuum != "on" and args.analyze_every is None:
+                    print(f"server has autovacuum={autovacuum}: ANALYZE every {every:.0f}s")
+                if every > 0 and (autovacuum != "on" or args.analyze_every is not None):
+                    analyzer = Analyzer(url, every)
+                    analyzer.start()
             gateway = TimedGateway(API_KEY, stripe_url)
             sql = SqlCounter()
             sql.attach(engine)
@@ -360,6 +399,9 @@ def bench(args: argparse.Namespace) -> int:
             if profiler:
                 profiler.disable()
             wall = time.perf_counter() - t0
+            if analyzer:
+                analyzer.halt.set()
+                analyzer.join()
 
             paid = sum(report.count("paid") for report in reports)
             # With --runs K the K threads' time adds up: K * wall is the thread time.
@@ -385,6 +427,11 @@ def bench(args: argparse.Namespace) -> int:
                 f" {1000 * sql.seconds / max(paid, 1):.2f} ms per payout in execute"
             )
             print(f"setup (not in the run)       load {t_load:.1f} s, fake seeding {t_fake:.1f} s")
+            if analyzer:
+                print(
+                    f"ANALYZE during the run       {analyzer.count} times"
+                    f" (every {analyzer.every:.0f} s)"
+                )
 
             if profiler:
                 out = io.StringIO()
@@ -446,6 +493,13 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         default=0.0,
         help="seconds the fake holds each transfer's answer (real Stripe: ~0.3-1 s)",
+    )
+    parser.add_argument(
+        "--analyze-every",
+        type=float,
+        default=None,
+        help="PostgreSQL: ANALYZE the payout tables every N seconds during the run "
+        "[default: 30 when the server runs without autovacuum; 0: never]",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the run (slower)")
     parser.add_argument("--serve-fake", type=int, metavar="N", help=argparse.SUPPRESS)
