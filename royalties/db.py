@@ -12,9 +12,9 @@ from __future__ import annotations
 
 import os
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, create_engine, event
+from sqlalchemy import DateTime, MetaData, Table, create_engine, event
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import NullPool
@@ -109,9 +109,10 @@ def _sqlite_on_begin(conn: Any) -> None:
     conn.exec_driver_sql("BEGIN IMMEDIATE")
 
 
-def insert_or_ignore(session: Session, table: Any) -> Any:
-    """An ``INSERT .. ON CONFLICT DO NOTHING`` statement for the session's dialect."""
-    dialect = session.get_bind().dialect.name
+def insert_or_ignore(session: Session | str, table: Any) -> Any:
+    """An ``INSERT .. ON CONFLICT DO NOTHING`` statement for the session's dialect (or
+    the dialect named)."""
+    dialect = session if isinstance(session, str) else session.get_bind().dialect.name
     if dialect == "postgresql":
         from sqlalchemy.dialects import postgresql
 
@@ -121,6 +122,12 @@ def insert_or_ignore(session: Session, table: Any) -> Any:
 
         return sqlite.insert(table).on_conflict_do_nothing()
     raise NotImplementedError(f"unsupported database {dialect}")  # pragma: no cover
+
+
+def table(model: type[Base]) -> Table:
+    """The model's ``Table``, for Core statements on hot paths: an ``insert(Model)`` goes
+    through the ORM's bulk machinery, which costs more than the SQL it sends."""
+    return cast(Table, model.__table__)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -21,7 +21,7 @@ from typing import Any
 from sqlalchemy import delete, select, text, update
 from sqlalchemy.orm import Session
 
-from royalties.db import insert_or_ignore, utcnow
+from royalties.db import insert_or_ignore, table, utcnow
 from royalties.errors import (
     IdempotencyInFlight,
     IdempotencyKeyMissing,
@@ -135,8 +135,8 @@ def _judge(
 
 def complete(session: Session, claim: Claim, status: int, body: dict[str, Any]) -> None:
     """Store the response in the work's transaction (does not commit)."""
-    session.execute(
-        update(IdempotencyRecord)
+    session.connection().execute(
+        update(table(IdempotencyRecord))
         .where(IdempotencyRecord.id == claim.record_id)
         .values(state="done", response_status=status, response_body=body)
     )

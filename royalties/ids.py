@@ -14,9 +14,14 @@ _ALPHABET = "0123456789abcdefghjkmnpqrstvwxyz"
 _ID_RE = re.compile(r"^[a-z]{2,4}_[0-9a-hjkmnp-tv-z]{20}$")
 
 
+# Each random byte maps to the alphabet by its low five bits: 256 is a multiple of 32,
+# so every character stays uniform (5 bits each), at a fraction of secrets.choice's cost.
+_BYTE_TO_CHAR = bytes(ord(_ALPHABET[b % 32]) for b in range(256))
+
+
 def random_token(length: int) -> str:
     """``length`` random base32 characters."""
-    return "".join(secrets.choice(_ALPHABET) for _ in range(length))
+    return secrets.token_bytes(length).translate(_BYTE_TO_CHAR).decode("ascii")
 
 
 def new_id(prefix: str) -> str:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, select, update
+from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
 
 from royalties.db import utcnow
@@ -90,15 +90,17 @@ def revoke(session: Session, key_id: str, *, at: datetime | None = None) -> bool
     return result.rowcount == 1
 
 
+# Every authenticated request runs this: built once, executed on the connection.
+_BY_HASH = select(ApiKey.id, ApiKey.role, ApiKey.owner_id).where(
+    ApiKey.key_hash == bindparam("key_hash"), ApiKey.revoked_at.is_(None)
+)
+
+
 def authenticate(session: Session, plain: str) -> Principal | None:
     """The principal for ``plain``, or None for an unknown, revoked or malformed key."""
     if not well_formed(plain):
         return None
-    row = session.execute(
-        select(ApiKey.id, ApiKey.role, ApiKey.owner_id).where(
-            ApiKey.key_hash == hash_key(plain), ApiKey.revoked_at.is_(None)
-        )
-    ).first()
+    row = session.connection().execute(_BY_HASH, {"key_hash": hash_key(plain)}).first()
     if row is None:
         return None
     return Principal(key_id=row.id, role=row.role, owner_id=row.owner_id)

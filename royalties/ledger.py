@@ -17,11 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from functools import cache
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import Insert, func, insert, select
 from sqlalchemy.orm import Session
 
-from royalties.db import insert_or_ignore
+from royalties.db import insert_or_ignore, table, utcnow
 from royalties.errors import LedgerError
 from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction
 
@@ -41,6 +42,15 @@ class Line:
     owner_id: str
     amount: int
     reward_id: str | None = None
+
+
+_INSERT_TRANSACTION = insert(table(LedgerTransaction)).returning(LedgerTransaction.id)
+_INSERT_ENTRIES = insert(table(LedgerEntry))
+
+
+@cache
+def _insert_accounts(dialect: str) -> Insert:
+    return insert_or_ignore(dialect, table(LedgerAccount))  # type: ignore[no-any-return]
 
 
 def post(
@@ -67,16 +77,24 @@ def post(
         }
         for line in lines
     }
-    session.execute(
-        insert_or_ignore(session, LedgerAccount), [accounts[key] for key in sorted(accounts)]
-    )
-    txn_id: int = session.execute(
-        insert(LedgerTransaction)
-        .values(kind=kind, ref=ref, currency=currency, memo=memo[:200])
-        .returning(LedgerTransaction.id)
+    # Core statements on the session's connection: this is on every sale's hot path, and
+    # the ORM's bulk machinery costs more than the SQL. Pending ORM objects go first
+    # (entries may reference a reward the caller just added).
+    session.flush()
+    conn = session.connection()
+    conn.execute(_insert_accounts(conn.dialect.name), [accounts[key] for key in sorted(accounts)])
+    txn_id: int = conn.execute(
+        _INSERT_TRANSACTION,
+        {
+            "kind": kind,
+            "ref": ref,
+            "currency": currency,
+            "memo": memo[:200],
+            "created_at": utcnow(),
+        },
     ).scalar_one()
-    session.execute(
-        insert(LedgerEntry),
+    conn.execute(
+        _INSERT_ENTRIES,
         [
             {
                 "transaction_id": txn_id,

@@ -19,7 +19,7 @@ blp = Blueprint("accounts", __name__, url_prefix="/v1", description="Artists and
 @blp.route("/artists")
 class Artists(MethodView):
     @require("admin")
-    @blp.arguments(ArtistCreate)
+    @blp.arguments(ArtistCreate())
     @blp.response(201, Created)
     def post(self, body: dict[str, Any]) -> accounts.Created:
         """Create an artist (admin); returns its API key once"""
@@ -29,7 +29,7 @@ class Artists(MethodView):
 @blp.route("/storefronts")
 class Storefronts(MethodView):
     @require("admin")
-    @blp.arguments(StorefrontCreate)
+    @blp.arguments(StorefrontCreate())
     @blp.response(201, Created)
     def post(self, body: dict[str, Any]) -> accounts.Created:
         """Create a storefront (admin); returns its API key once"""
@@ -46,7 +46,7 @@ class ArtistPlan(MethodView):
         return catalog.plan_for(db.session, artist_id=artist_id, content_id=None)
 
     @require("artist", "admin")
-    @blp.arguments(PlanIn)
+    @blp.arguments(PlanIn())
     @blp.response(200, Plan)
     def put(self, body: dict[str, Any], artist_id: str) -> Any:
         """Set the artist's reward plan (a new version; sales keep the version they used)"""

@@ -18,7 +18,7 @@ blp = Blueprint("content", __name__, url_prefix="/v1", description="Content and 
 @blp.route("/content")
 class ContentCollection(MethodView):
     @require("artist")
-    @blp.arguments(ContentCreate)
+    @blp.arguments(ContentCreate())
     @blp.response(201, Content)
     def post(self, body: dict[str, Any]) -> Any:
         """Publish a content item (artist)"""
@@ -47,7 +47,7 @@ class ContentPlan(MethodView):
         return catalog.plan_for(db.session, artist_id=content.artist_id, content_id=content_id)
 
     @require("artist", "admin")
-    @blp.arguments(PlanIn)
+    @blp.arguments(PlanIn())
     @blp.response(200, Plan)
     def put(self, body: dict[str, Any], content_id: str) -> Any:
         """Set this item's own reward plan (owning artist); overrides the artist's plan"""

@@ -18,7 +18,7 @@ blp = Blueprint("fans", __name__, url_prefix="/v1", description="Fans and the re
 
 @blp.route("/fans")
 class Fans(MethodView):
-    @blp.arguments(FanCreate)
+    @blp.arguments(FanCreate())
     @blp.response(201, FanCreated)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Sign up as a fan (anyone); `ref` names the sponsor by share code"""

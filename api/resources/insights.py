@@ -35,7 +35,7 @@ CSV_MIME = "text/csv"
 @blp.route("/artists/<artist_id>/insights")
 class ArtistInsights(MethodView):
     @require("artist", "admin")
-    @blp.arguments(InsightsQuery, location="query")
+    @blp.arguments(InsightsQuery(), location="query")
     @blp.response(200, InsightsOut)
     def get(self, query: dict[str, Any], artist_id: str) -> dict[str, Any]:
         """Top fans, referral graph, program return and daily series (that artist, admin)
@@ -56,7 +56,7 @@ class ArtistInsights(MethodView):
 @blp.route("/artists/<artist_id>/insights/simulate")
 class PlanSimulation(MethodView):
     @require("artist", "admin")
-    @blp.arguments(SimulateQuery, location="query")
+    @blp.arguments(SimulateQuery(), location="query")
     @blp.response(200, SimulationOut)
     def get(self, query: dict[str, Any], artist_id: str) -> dict[str, Any]:
         """What another reward plan would have paid on every recorded sale (that artist, admin)
@@ -71,7 +71,7 @@ class PlanSimulation(MethodView):
 @blp.route("/fans/<fan_id>/statement")
 class FanStatement(MethodView):
     @require("fan", "admin")
-    @blp.arguments(StatementQuery, location="query")
+    @blp.arguments(StatementQuery(), location="query")
     @blp.response(200, StatementOut)
     @blp.doc(
         responses={

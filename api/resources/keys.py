@@ -20,7 +20,7 @@ blp = Blueprint("keys", __name__, url_prefix="/v1", description="API keys")
 @blp.route("/keys")
 class Keys(MethodView):
     @require("admin")
-    @blp.arguments(KeyQuery, location="query")
+    @blp.arguments(KeyQuery(), location="query")
     @blp.response(200, KeyPage)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """API keys, newest first, revoked ones included (admin); never the keys themselves"""

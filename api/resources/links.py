@@ -42,7 +42,7 @@ def _link(row: ShareLinkRow, **extra: Any) -> dict[str, Any]:
 @blp.route("/v1/share-links")
 class ShareLinks(MethodView):
     @require("fan")
-    @blp.arguments(ShareLinkCreate)
+    @blp.arguments(ShareLinkCreate())
     @blp.response(201, ShareLink)
     def post(self, body: dict[str, Any]) -> dict[str, Any]:
         """Create a share link for a content item (fan)

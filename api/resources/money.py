@@ -30,7 +30,7 @@ class Balance(MethodView):
 @blp.route("/fans/<fan_id>/rewards")
 class Rewards(MethodView):
     @require("fan", "admin")
-    @blp.arguments(PageQuery, location="query")
+    @blp.arguments(PageQuery(), location="query")
     @blp.response(200, RewardPage)
     def get(self, query: dict[str, Any], fan_id: str) -> dict[str, Any]:
         """Every reward the fan earned, newest first, with its state (that fan, admin)"""

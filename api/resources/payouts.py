@@ -59,7 +59,7 @@ class PayoutRuns(MethodView):
 @blp.route("/payouts")
 class PayoutList(MethodView):
     @require("admin", "fan")
-    @blp.arguments(PayoutQuery, location="query")
+    @blp.arguments(PayoutQuery(), location="query")
     @blp.response(200, PayoutPage)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Payouts, newest first (admin: all, or one fan's; a fan: its own)"""

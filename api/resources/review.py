@@ -19,7 +19,7 @@ blp = Blueprint("review", __name__, url_prefix="/v1", description="Fraud review 
 @blp.route("/review")
 class ReviewQueue(MethodView):
     @require("admin")
-    @blp.arguments(PageQuery, location="query")
+    @blp.arguments(PageQuery(), location="query")
     @blp.response(200, ReviewPage)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
         """Rewards held for review, with the signals that hold them (admin)"""
@@ -30,7 +30,7 @@ class ReviewQueue(MethodView):
 @blp.route("/review/<reward_id>")
 class ReviewDecision(MethodView):
     @require("admin")
-    @blp.arguments(DecisionIn)
+    @blp.arguments(DecisionIn())
     @blp.response(200, DecisionOut)
     def post(self, body: dict[str, Any], reward_id: str) -> dict[str, Any]:
         """Approve or reject a held reward (admin); recorded with who, when and why"""

@@ -30,8 +30,8 @@ _IDEMPOTENCY_DOC = {
 @blp.route("/purchases")
 class Purchases(MethodView):
     @require("storefront")
-    @blp.arguments(IdempotencyHeader, location="headers", as_kwargs=True)
-    @blp.arguments(PurchaseIn)
+    @blp.arguments(IdempotencyHeader(), location="headers", as_kwargs=True)
+    @blp.arguments(PurchaseIn())
     @blp.response(201, PurchaseOut)
     @blp.doc(**_IDEMPOTENCY_DOC)
     def post(self, body: dict[str, Any], **_headers: Any) -> Any:
@@ -70,8 +70,8 @@ class PurchaseItem(MethodView):
 @blp.route("/purchases/<purchase_id>/refunds")
 class Refunds(MethodView):
     @require("storefront")
-    @blp.arguments(IdempotencyHeader, location="headers", as_kwargs=True)
-    @blp.arguments(RefundIn)
+    @blp.arguments(IdempotencyHeader(), location="headers", as_kwargs=True)
+    @blp.arguments(RefundIn())
     @blp.response(201, RefundOut)
     @blp.doc(**_IDEMPOTENCY_DOC)
     def post(self, body: dict[str, Any], purchase_id: str, **_headers: Any) -> Any:

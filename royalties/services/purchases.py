@@ -3,30 +3,59 @@ earns what, and the ledger transaction that books it. One database transaction.
 
 The influence chain is resolved here and stored on the purchase; the arithmetic is
 ``royalties.attribution``'s; the money moves only through ``royalties.ledger.post``.
-Hot-path cost: a handful of indexed reads (content, plan, link, buyer, upline) and
-bulk Core inserts; no graph walk, no cached balance to lock.
+Hot-path cost (``bench/purchases.py`` measures it): two indexed reads (content, plan,
+link and buyer in one; the upline with its fraud flags from the closure table in the
+other), then Core inserts on the session's connection; no graph walk, no ORM unit of
+work, no cached balance to lock.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import insert, select
-from sqlalchemy.orm import Session
+from sqlalchemy import (
+    CompoundSelect,
+    Connection,
+    Row,
+    Select,
+    String,
+    and_,
+    bindparam,
+    case,
+    exists,
+    insert,
+    literal,
+    null,
+    select,
+    union_all,
+)
+from sqlalchemy.orm import Session, aliased
 
-from royalties import fraud, graph, idempotency, ledger
+from royalties import fraud, graph, idempotency, ledger, plans
 from royalties.attribution import RewardLine, influence_chain, split_sale
-from royalties.db import utcnow
-from royalties.errors import NotFound, ValidationFailed
+from royalties.db import table, utcnow
+from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.ids import new_id, random_token
-from royalties.models import Content, Fan, Purchase, Reward, ShareLink
+from royalties.models import (
+    Content,
+    Fan,
+    FanAncestor,
+    FraudSignal,
+    Purchase,
+    Reward,
+    RewardPlan,
+    ShareLink,
+)
 from royalties.money import check_amount, normalize_currency
-from royalties.plans import effective_plan
 from royalties.services import review
 from royalties.services._tx import unit_of_work
+
+_INSERT_PURCHASE = insert(table(Purchase))
+_INSERT_REWARDS = insert(table(Reward))
 
 
 @dataclass(frozen=True)
@@ -38,22 +67,28 @@ class BuyerRef:
     external_id: str | None = None
 
 
-def receipt(purchase: Purchase, rewards: list[dict[str, Any]]) -> dict[str, Any]:
-    """The purchase as the API returns it (and as an idempotent replay returns it again)."""
+_RECEIPT_FIELDS = (
+    "id",
+    "content_id",
+    "storefront_id",
+    "buyer_id",
+    "amount",
+    "currency",
+    "artist_share",
+    "fee",
+    "plan_version",
+    "share_code",
+    "refunded_amount",
+)
+
+
+def receipt(purchase: Mapping[Any, Any], rewards: Sequence[RewardLine]) -> dict[str, Any]:
+    """The purchase (a purchases row) as the API returns it, and as an idempotent replay
+    returns it again."""
     return {
-        "id": purchase.id,
-        "content_id": purchase.content_id,
-        "storefront_id": purchase.storefront_id,
-        "buyer_id": purchase.buyer_id,
-        "amount": purchase.amount,
-        "currency": purchase.currency,
-        "artist_share": purchase.artist_share,
-        "fee": purchase.fee,
-        "plan_version": purchase.plan_version,
-        "share_code": purchase.share_code,
-        "refunded_amount": purchase.refunded_amount,
-        "rewards": rewards,
-        "created_at": purchase.created_at.isoformat(),
+        **{name: purchase[name] for name in _RECEIPT_FIELDS},
+        "rewards": [{"level": r.level, "fan_id": r.fan_id, "amount": r.amount} for r in rewards],
+        "created_at": purchase["created_at"].isoformat(),
     }
 
 
@@ -74,87 +109,89 @@ def record_purchase(
     """Attribute, split and book one sale; returns its receipt. Commits."""
     now = now or utcnow()
     with unit_of_work(session):
-        content = session.get(Content, content_id)
-        if content is None:
+        conn = session.connection()
+        sale = _sale_facts(conn, content_id, share_code, buyer, storefront_id)
+        if sale is None:
             raise NotFound(f"content {content_id} does not exist")
         amount = check_amount(amount)
-        if normalize_currency(currency) != content.currency:
+        if normalize_currency(currency) != sale.currency:
             raise ValidationFailed(
-                f"this content is sold in {content.currency}",
-                fields={"currency": [f"must be {content.currency}, the content's currency"]},
+                f"this content is sold in {sale.currency}",
+                fields={"currency": [f"must be {sale.currency}, the content's currency"]},
             )
-        plan = effective_plan(session, artist_id=content.artist_id, content_id=content.id)
-        link_owner = _link_owner(session, share_code, content.artist_id)
-        buyer_fan = _find_or_enroll_buyer(session, buyer, storefront_id, link_owner)
-        if link_owner == buyer_fan.id:
+        if sale.plan_id is None:  # every artist gets version 1 at creation: a broken database
+            raise PlanError(f"artist {sale.artist_id} has no reward plan")
+        link_owner: str | None = sale.link_owner
+        buyer_id, buyer_sponsor, buyer_email = _buyer(session, sale, buyer, storefront_id)
+        if link_owner == buyer_id:
             link_owner = None  # self-referral: ignored, level 1 falls back to the sponsor
-        level1 = link_owner or buyer_fan.sponsor_id
-        levels = len(plan.level_rates_bps)
-        chain = influence_chain(
-            level1, graph.upline(session, level1, levels - 1) if level1 else [], levels
-        )
-        split = split_sale(amount, plan.level_rates_bps, chain, buyer_fan.id, fee_bps)
+        level1 = link_owner or buyer_sponsor
+        rates: list[int] = sale.level_rates_bps
+        upline = _upline(conn, level1, len(rates) - 1) if level1 else []
+        chain = influence_chain(level1, [fan.fan_id for fan in upline[1:]], len(rates))
+        split = split_sale(amount, rates, chain, buyer_id, fee_bps)
 
-        purchase = Purchase(
-            id=new_id("pur"),
-            storefront_id=storefront_id,
-            content_id=content.id,
-            artist_id=content.artist_id,
-            buyer_id=buyer_fan.id,
-            amount=amount,
-            currency=content.currency,
-            artist_share=split.artist_share,
-            fee=split.fee,
-            plan_id=plan.id,
-            plan_version=plan.version,
-            share_code=share_code,
-            chain=chain,
-            refunded_amount=0,
-            client_ip_hash=client_ip_hash,
-            created_at=now,
-        )
-        session.add(purchase)
-        session.flush()
-
+        purchase_id = new_id("pur")
+        purchase = {
+            "id": purchase_id,
+            "storefront_id": storefront_id,
+            "content_id": content_id,
+            "artist_id": sale.artist_id,
+            "buyer_id": buyer_id,
+            "amount": amount,
+            "currency": sale.currency,
+            "artist_share": split.artist_share,
+            "fee": split.fee,
+            "plan_id": sale.plan_id,
+            "plan_version": sale.plan_version,
+            "share_code": share_code,
+            "chain": chain,
+            "refunded_amount": 0,
+            "client_ip_hash": client_ip_hash,
+            "created_at": now,
+        }
+        conn.execute(_INSERT_PURCHASE, purchase)
         reward_ids = [new_id("rwd") for _ in split.rewards]
         held = _held_rewards(
             session,
             split.rewards,
             reward_ids,
-            buyer_fan,
-            level1,
-            link_owner,
-            share_code,
-            client_ip_hash,
+            upline,
+            buyer_email=buyer_email,
+            link_owner=link_owner,
+            link_flagged=bool(sale.link_flagged),
+            client_ip_hash=client_ip_hash,
         )
-        on_hold = "pending" if plan.hold_days else "available"
-        rewards = [
-            {
-                "id": reward_id,
-                "purchase_id": purchase.id,
-                "level": line.level,
-                "fan_id": line.fan_id,
-                "amount": line.amount,
-                "currency": content.currency,
-                "reversed_amount": 0,
-                # A held reward waits in pending whatever the plan's hold: it must not be paid.
-                "state": "pending" if reward_id in held else on_hold,
-                "review_state": "held" if reward_id in held else None,
-                "available_at": now + timedelta(days=plan.hold_days),
-                "created_at": now,
-            }
-            for line, reward_id in zip(split.rewards, reward_ids, strict=True)
-        ]
-        if rewards:
-            session.execute(insert(Reward), rewards)
+        on_hold = "pending" if sale.hold_days else "available"
+        if split.rewards:
+            conn.execute(
+                _INSERT_REWARDS,
+                [
+                    {
+                        "id": reward_id,
+                        "purchase_id": purchase_id,
+                        "level": line.level,
+                        "fan_id": line.fan_id,
+                        "amount": line.amount,
+                        "currency": sale.currency,
+                        "reversed_amount": 0,
+                        # A held reward waits in pending whatever the hold: it must not be paid.
+                        "state": "pending" if reward_id in held else on_hold,
+                        "review_state": "held" if reward_id in held else None,
+                        "available_at": now + timedelta(days=sale.hold_days),
+                        "created_at": now,
+                    }
+                    for line, reward_id in zip(split.rewards, reward_ids, strict=True)
+                ],
+            )
         ledger.post(
             session,
             kind="purchase",
-            ref=purchase.id,
-            currency=content.currency,
+            ref=purchase_id,
+            currency=sale.currency,
             lines=[
                 ledger.Line("storefront_receivable", storefront_id, -amount),
-                ledger.Line("artist_earnings", content.artist_id, split.artist_share),
+                ledger.Line("artist_earnings", sale.artist_id, split.artist_share),
                 ledger.Line("platform_fees", ledger.PLATFORM, split.fee),
                 *(
                     ledger.Line(
@@ -169,23 +206,186 @@ def record_purchase(
                 ),
             ],
         )
-        body = receipt(
-            purchase,
-            [{"level": r.level, "fan_id": r.fan_id, "amount": r.amount} for r in split.rewards],
-        )
+        body = receipt(purchase, split.rewards)
         if claim is not None:
             idempotency.complete(session, claim, 201, body)
         return body
+
+
+def _sale_facts(
+    conn: Connection,
+    content_id: str,
+    share_code: str | None,
+    buyer: BuyerRef,
+    storefront_id: str,
+) -> Row[Any] | None:
+    """Everything a sale needs to know before the upline, in one indexed query: the
+    content, its effective plan (SPEC 2: the item's own latest, else the artist's
+    latest), the share link's owner when the link is active and of the same artist,
+    whether the link is flagged, and the buyer if already a fan."""
+    value: str | None
+    if buyer.fan_id is not None:
+        kind, value = "fan_id", buyer.fan_id
+    elif buyer.email is not None:
+        kind, value = "email", graph.normalize_email(buyer.email)
+    elif buyer.external_id is not None:
+        kind, value = "external_id", buyer.external_id
+    else:
+        raise ValidationFailed(
+            "name the buyer", fields={"buyer": ["give fan_id, email or external_id"]}
+        )
+    return conn.execute(
+        _sale_facts_query(kind),
+        {
+            "content_id": content_id,
+            "own_scope": plans.content_scope(content_id),
+            "code": share_code,
+            "buyer": value,
+            "storefront_id": storefront_id,
+        },
+    ).first()
+
+
+@cache
+def _sale_facts_query(buyer_kind: str) -> Select[Any]:
+    """Built once per way of naming the buyer: constructing a statement of this size
+    costs more than running it, and a built statement keeps its cache key."""
+    own_scope, code = bindparam("own_scope", type_=String), bindparam("code", type_=String)
+    plan_id = (
+        select(RewardPlan.id)
+        .where(
+            RewardPlan.scope.in_((own_scope, literal(plans.artist_scope("")) + Content.artist_id))
+        )
+        .order_by(case((RewardPlan.scope == own_scope, 0), else_=1), RewardPlan.version.desc())
+        .limit(1)
+        .correlate(Content)
+        .scalar_subquery()
+    )
+    link_owner = (
+        select(ShareLink.fan_id)
+        .where(
+            ShareLink.code == code,
+            ShareLink.active.is_(True),
+            ShareLink.artist_id == Content.artist_id,
+        )
+        .correlate(Content)
+        .scalar_subquery()
+    )
+    link_flagged = exists().where(
+        FraudSignal.subject_type == "link", FraudSignal.subject_id == code
+    )
+    buyer_fan = aliased(Fan, name="buyer")
+    found = {
+        "fan_id": buyer_fan.id == bindparam("buyer"),
+        "email": buyer_fan.email == bindparam("buyer"),
+        "external_id": and_(
+            buyer_fan.storefront_id == bindparam("storefront_id"),
+            buyer_fan.external_id == bindparam("buyer"),
+        ),
+    }[buyer_kind]
+    return (
+        select(
+            Content.artist_id,
+            Content.currency,
+            RewardPlan.id.label("plan_id"),
+            RewardPlan.version.label("plan_version"),
+            RewardPlan.level_rates_bps,
+            RewardPlan.hold_days,
+            link_owner.label("link_owner"),
+            link_flagged.label("link_flagged"),
+            buyer_fan.id.label("buyer_id"),
+            buyer_fan.sponsor_id.label("buyer_sponsor"),
+            buyer_fan.email.label("buyer_email"),
+        )
+        .select_from(Content)
+        .outerjoin(RewardPlan, RewardPlan.id == plan_id)
+        .outerjoin(buyer_fan, found)
+        .where(Content.id == bindparam("content_id"))
+    )
+
+
+@dataclass(frozen=True)
+class _Upline:
+    """Level 1 (depth 0) and its ancestors, with what the fraud checks need."""
+
+    fan_id: str
+    email: str | None
+    signup_ip_hash: str | None
+    flagged: bool
+
+
+def _upline(conn: Connection, level1: str, depth: int) -> list[_Upline]:
+    """``level1`` and up to ``depth`` of its ancestors, nearest first: one indexed query
+    on the closure table, each fan with whether it carries a fan-level fraud signal."""
+    rows = conn.execute(_upline_query(), {"level1": level1, "depth": depth}).all()
+    assert rows and rows[0][1] == level1, "level 1 names a fan (foreign keys guarantee it)"
+    return [_Upline(row[1], row[2], row[3], bool(row[4])) for row in rows]
+
+
+@cache
+def _upline_query() -> CompoundSelect[Any]:
+    def flagged(fan_id: Any) -> Any:
+        return exists().where(FraudSignal.subject_type == "fan", FraudSignal.subject_id == fan_id)
+
+    level1 = bindparam("level1", type_=String)
+    first = select(
+        literal(0).label("depth"),
+        Fan.id,
+        Fan.email,
+        Fan.signup_ip_hash,
+        flagged(Fan.id).label("flagged"),
+    ).where(Fan.id == level1)
+    above = select(
+        FanAncestor.depth,
+        FanAncestor.ancestor_id,
+        null(),
+        null(),
+        flagged(FanAncestor.ancestor_id),
+    ).where(FanAncestor.fan_id == level1, FanAncestor.depth <= bindparam("depth"))
+    return union_all(first, above).order_by("depth")
+
+
+def _buyer(
+    session: Session, sale: Row[Any], ref: BuyerRef, storefront_id: str
+) -> tuple[str, str | None, str | None]:
+    """The buyer's fan id, sponsor and email; a buyer who is not a fan yet joins the
+    graph under whoever brought them, and a sponsor-less fan gets the link's owner."""
+    if sale.buyer_id is not None:
+        link_owner = sale.link_owner
+        if (
+            link_owner is not None
+            and sale.buyer_sponsor is None
+            and link_owner != sale.buyer_id
+            and graph.assign_sponsor(session, sale.buyer_id, link_owner, strict=False)
+        ):
+            session.flush()
+            return sale.buyer_id, link_owner, sale.buyer_email
+        return sale.buyer_id, sale.buyer_sponsor, sale.buyer_email
+    if ref.fan_id is not None:
+        raise ValidationFailed(
+            "the buyer's fan_id names no fan", fields={"buyer": {"fan_id": ["unknown fan"]}}
+        )
+    fan = graph.create_fan(
+        session,
+        handle=f"buyer-{random_token(12)}",
+        email=ref.email,
+        sponsor_id=sale.link_owner,
+        storefront_id=storefront_id if ref.external_id is not None else None,
+        external_id=ref.external_id,
+    )
+    session.flush()
+    return fan.id, fan.sponsor_id, fan.email
 
 
 def _held_rewards(
     session: Session,
     lines: Sequence[RewardLine],
     reward_ids: Sequence[str],
-    buyer: Fan,
-    level1: str | None,
+    upline: Sequence[_Upline],
+    *,
+    buyer_email: str | None,
     link_owner: str | None,
-    share_code: str | None,
+    link_flagged: bool,
     client_ip_hash: str | None,
 ) -> set[str]:
     """Reward ids to hold for review, with the signals that hold them recorded.
@@ -196,83 +396,36 @@ def _held_rewards(
         return set()
     held: set[str] = set()
     by_fan = {line.fan_id: rid for line, rid in zip(lines, reward_ids, strict=True)}
-    if level1 is not None and level1 in by_fan:
-        fan = session.get(Fan, level1)
-        assert fan is not None
+    level1 = upline[0]
+    if level1.fan_id in by_fan:
         findings = fraud.second_account(
-            buyer_email=buyer.email,
-            fan_email=fan.email,
+            buyer_email=buyer_email,
+            fan_email=level1.email,
             purchase_address=client_ip_hash,
-            fan_signup_address=fan.signup_ip_hash,
+            fan_signup_address=level1.signup_ip_hash,
         )
         if findings:
-            review.record(session, findings, subject_type="reward", subject_id=by_fan[level1])
-            held.add(by_fan[level1])
-    code = share_code if link_owner is not None else None
-    flagged = review.flagged(session, fan_ids=by_fan, code=code)
-    held |= {rid for fan_id, rid in by_fan.items() if fan_id in flagged}
-    if code in flagged and link_owner in by_fan:
+            review.record(
+                session, findings, subject_type="reward", subject_id=by_fan[level1.fan_id]
+            )
+            held.add(by_fan[level1.fan_id])
+    held |= {by_fan[fan.fan_id] for fan in upline if fan.flagged and fan.fan_id in by_fan}
+    if link_flagged and link_owner in by_fan:
         held.add(by_fan[link_owner])
     return held
-
-
-def _link_owner(session: Session, code: str | None, artist_id: str) -> str | None:
-    """The owner of ``code`` if it is active and for content of ``artist_id``."""
-    if not code:
-        return None
-    return session.scalar(
-        select(ShareLink.fan_id).where(
-            ShareLink.code == code, ShareLink.active.is_(True), ShareLink.artist_id == artist_id
-        )
-    )
-
-
-def _find_or_enroll_buyer(
-    session: Session, ref: BuyerRef, storefront_id: str, link_owner: str | None
-) -> Fan:
-    if ref.fan_id is not None:
-        fan = session.get(Fan, ref.fan_id)
-        if fan is None:
-            raise ValidationFailed(
-                "the buyer's fan_id names no fan", fields={"buyer": {"fan_id": ["unknown fan"]}}
-            )
-    elif ref.email is not None:
-        fan = session.scalar(select(Fan).where(Fan.email == graph.normalize_email(ref.email)))
-    elif ref.external_id is not None:
-        fan = session.scalar(
-            select(Fan).where(
-                Fan.storefront_id == storefront_id, Fan.external_id == ref.external_id
-            )
-        )
-    else:
-        raise ValidationFailed(
-            "name the buyer", fields={"buyer": ["give fan_id, email or external_id"]}
-        )
-
-    if fan is None:  # a new buyer joins the graph under whoever brought them
-        return graph.create_fan(
-            session,
-            handle=f"buyer-{random_token(12)}",
-            email=ref.email,
-            sponsor_id=link_owner,
-            storefront_id=storefront_id if ref.external_id is not None else None,
-            external_id=ref.external_id,
-        )
-    if link_owner is not None and fan.sponsor_id is None and link_owner != fan.id:
-        graph.assign_sponsor(session, fan.id, link_owner, strict=False)
-    return fan
 
 
 def get_purchase(
     session: Session, purchase_id: str, *, storefront_id: str | None
 ) -> dict[str, Any]:
     """A purchase's receipt; ``storefront_id`` limits it to the storefront that recorded it."""
-    purchase = session.get(Purchase, purchase_id)
+    conn = session.connection()
+    purchase = conn.execute(select(table(Purchase)).where(Purchase.id == purchase_id)).first()
     if purchase is None or (storefront_id is not None and purchase.storefront_id != storefront_id):
         raise NotFound(f"purchase {purchase_id} does not exist")
-    rewards = session.scalars(
-        select(Reward).where(Reward.purchase_id == purchase.id).order_by(Reward.level)
+    rewards = conn.execute(
+        select(Reward.level, Reward.fan_id, Reward.amount)
+        .where(Reward.purchase_id == purchase_id)
+        .order_by(Reward.level)
     )
-    return receipt(
-        purchase, [{"level": r.level, "fan_id": r.fan_id, "amount": r.amount} for r in rewards]
-    )
+    return receipt(purchase._mapping, [RewardLine(*row) for row in rewards])
