@@ -15,23 +15,26 @@ from royalties import idempotency
 def run_once(
     work: Callable[[idempotency.Claim], dict[str, Any]],
 ) -> tuple[dict[str, Any], int, dict[str, str]]:
-    """Claim the caller's key for this request, run ``work`` once, or replay its answer.
+    """Claim the caller's key for this request and run ``work`` once, or replay the
+    answer the key already has.
 
-    ``work`` must store its response with ``idempotency.complete`` inside its own
-    transaction (the services take the claim for that).
+    The claim opens the transaction ``work`` runs in: ``work`` must store its response
+    with ``idempotency.complete`` and commit (the services take the claim for that), so
+    the key and the effects commit together; on failure both roll back.
     """
     scope = f"{request.method} {request.path}"
-    outcome = idempotency.begin(
-        db.session,
-        client_id=current_principal().client_id,
-        key=request.headers.get("Idempotency-Key"),
-        scope=scope,
-        request_hash=idempotency.fingerprint(scope, request.get_json(silent=True)),
-    )
-    if isinstance(outcome, idempotency.Replay):
-        return outcome.body, outcome.status, {"Idempotent-Replayed": "true"}
     try:
-        return work(outcome), 201, {}
+        outcome = idempotency.claim(
+            db.session,
+            client_id=current_principal().client_id,
+            key=request.headers.get("Idempotency-Key"),
+            scope=scope,
+            request_hash=idempotency.fingerprint(scope, request.get_json(silent=True)),
+        )
     except BaseException:
-        idempotency.abandon(db.session, outcome)
+        db.session.rollback()
         raise
+    if isinstance(outcome, idempotency.Replay):
+        db.session.rollback()  # nothing to run: end the transaction the lookup opened
+        return outcome.body, outcome.status, {"Idempotent-Replayed": "true"}
+    return work(outcome), 201, {}

@@ -1,13 +1,22 @@
 """Idempotency keys (SPEC section 8; Stripe's and the IETF draft's semantics).
 
-- ``begin()`` claims ``(client, key)`` in its own short transaction, committed before the
-  work starts, so a concurrent duplicate finds the claim: same body -> 409 while in
-  flight, the first response replayed once done; different body -> 422.
-- The work's own transaction calls ``complete()`` to store the response, so the record
-  turns ``done`` exactly when the effects commit; a crash leaves nothing half-done.
-- A request that fails calls ``abandon()``: its effects were rolled back, so the claim is
-  released and the client may correct the body and retry under the same key.
-- A claim left ``in_flight`` by a crashed process is taken over after ``STALE_AFTER``.
+The key is claimed inside the work's own transaction, so the record and the work's
+effects commit (or vanish) together, in one commit:
+
+- ``claim()`` runs first in that transaction. On PostgreSQL it takes a transaction-scoped
+  advisory lock on ``(client, key)`` without waiting and reads the key's record in the
+  same statement: lock held elsewhere -> the first request is still in flight -> 409;
+  a record with the same request -> its response is replayed; with another request ->
+  422; no record -> go on. On SQLite every write transaction holds the database's write
+  lock (``BEGIN IMMEDIATE``), so a duplicate simply runs after the first and replays it.
+- ``complete()`` inserts the record, ``done`` with the response, just before the commit.
+  The unique ``(client, key)`` constraint backs the lock: a duplicate that slipped past
+  it (it read just before the first committed) inserts nothing and answers 409, and its
+  work is rolled back with the rest of its transaction.
+- A request that fails rolls back and leaves no record: the client may correct the body
+  and retry under the same key.
+- Records ``in_flight`` come only from versions that committed the claim separately: a
+  fresh one answers 409, one older than ``STALE_AFTER`` (its process died) is replaced.
 """
 
 from __future__ import annotations
@@ -16,9 +25,10 @@ import hashlib
 import json
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from functools import cache
 from typing import Any
 
-from sqlalchemy import delete, select, text, update
+from sqlalchemy import Select, String, and_, bindparam, delete, func, literal, select
 from sqlalchemy.orm import Session
 
 from royalties.db import insert_or_ignore, table, utcnow
@@ -31,7 +41,6 @@ from royalties.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
-_CLAIM_ATTEMPTS = 3
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,13 @@ class Replay:
 
 @dataclass(frozen=True)
 class Claim:
-    record_id: int
+    """Leave to run the work under this key, in the transaction that claimed it."""
+
+    client_id: str
+    key: str
+    scope: str
+    request_hash: str
+    created_at: datetime
 
 
 def fingerprint(scope: str, body: Any) -> str:
@@ -60,7 +75,7 @@ def check_key(key: str | None) -> str:
     return key
 
 
-def begin(
+def claim(
     session: Session,
     *,
     client_id: str,
@@ -69,85 +84,86 @@ def begin(
     request_hash: str,
     now: datetime | None = None,
 ) -> Replay | Claim:
-    """Claim the key for this request, or say what to answer instead. Commits."""
+    """Claim the key in the session's transaction (call it first), or say what to answer
+    instead. Does not commit: the caller's work commits the claim with its effects, and
+    a ``Replay`` or an exception should be followed by a rollback."""
     key = check_key(key)
     now = now or utcnow()
-    try:
-        if session.get_bind().dialect.name == "postgresql":
-            # Losing this row in a server crash only loses a claim, never money.
-            session.execute(text("SET LOCAL synchronous_commit = off"))
-        for _attempt in range(_CLAIM_ATTEMPTS):
-            inserted = session.execute(
-                insert_or_ignore(session, IdempotencyRecord)
-                .values(
-                    client_id=client_id,
-                    key=key,
-                    scope=scope,
-                    request_hash=request_hash,
-                    state="in_flight",
-                    created_at=now,
-                )
-                .returning(IdempotencyRecord.id)
-            ).scalar()
-            if inserted is not None:
-                session.commit()
-                return Claim(inserted)
-            record = session.scalars(
-                select(IdempotencyRecord).where(
-                    IdempotencyRecord.client_id == client_id, IdempotencyRecord.key == key
-                )
-            ).one_or_none()
-            if record is None:
-                continue  # the holder failed and released the key in between: claim it again
-            outcome = _judge(session, record, scope, request_hash, now)
-            session.commit()
-            return outcome
+    conn = session.connection()
+    params = {"client_id": client_id, "key": key, "lock": f"{client_id}\x1f{key}"}
+    row = conn.execute(_lookup(conn.dialect.name), params).one()
+    if not row.free:
         raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed")
-    except BaseException:
-        session.rollback()
-        raise
-
-
-def _judge(
-    session: Session, record: IdempotencyRecord, scope: str, request_hash: str, now: datetime
-) -> Replay | Claim:
-    if record.scope != scope or record.request_hash != request_hash:
-        raise IdempotencyKeyReused(
-            "this Idempotency-Key was used with a different request; use a new key"
-        )
-    if record.state == "done":
-        assert record.response_status is not None and record.response_body is not None
-        return Replay(record.response_status, record.response_body)
-    if record.created_at < now - STALE_AFTER:
-        taken = session.execute(
-            update(IdempotencyRecord)
-            .where(
-                IdempotencyRecord.id == record.id,
-                IdempotencyRecord.state == "in_flight",
-                IdempotencyRecord.created_at == record.created_at,
+    if row.id is not None:
+        if row.scope != scope or row.request_hash != request_hash:
+            raise IdempotencyKeyReused(
+                "this Idempotency-Key was used with a different request; use a new key"
             )
-            .values(created_at=now)
+        if row.state == "done":
+            return Replay(row.response_status, row.response_body)
+        if row.created_at >= now - STALE_AFTER:
+            raise IdempotencyInFlight(
+                "a request with this Idempotency-Key is still being processed"
+            )
+        # An abandoned claim of an older version's crashed process: this request takes over.
+        conn.execute(
+            delete(table(IdempotencyRecord)).where(
+                IdempotencyRecord.id == row.id, IdempotencyRecord.state == "in_flight"
+            )
         )
-        if taken.rowcount == 1:  # type: ignore[attr-defined]
-            return Claim(record.id)
-    raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed")
+    return Claim(client_id, key, scope, request_hash, now)
+
+
+@cache
+def _lookup(dialect: str) -> Select[Any]:
+    """One row: ``free`` (the key's lock was free and is now ours) and the key's record,
+    all NULL when there is none."""
+    record = table(IdempotencyRecord)
+    if dialect == "postgresql":
+        lock = bindparam("lock", type_=String)
+        free: Any = func.pg_try_advisory_xact_lock(func.hashtextextended(lock, 0))
+    else:
+        free = literal(True)  # SQLite: this transaction already holds the write lock
+    one = select(literal(1).label("one")).subquery()
+    return select(
+        free.label("free"),
+        record.c.id,
+        record.c.scope,
+        record.c.request_hash,
+        record.c.state,
+        record.c.response_status,
+        record.c.response_body,
+        record.c.created_at,
+    ).select_from(
+        one.outerjoin(
+            record,
+            and_(record.c.client_id == bindparam("client_id"), record.c.key == bindparam("key")),
+        )
+    )
 
 
 def complete(session: Session, claim: Claim, status: int, body: dict[str, Any]) -> None:
-    """Store the response in the work's transaction (does not commit)."""
-    session.connection().execute(
-        update(table(IdempotencyRecord))
-        .where(IdempotencyRecord.id == claim.record_id)
-        .values(state="done", response_status=status, response_body=body)
-    )
+    """Record the response under the claimed key, in the work's transaction, last thing
+    before its commit (does not commit). Raises ``IdempotencyInFlight`` if a duplicate
+    committed first; the caller's transaction must then roll back."""
+    conn = session.connection()
+    stored = conn.execute(
+        _record(conn.dialect.name),
+        {
+            "client_id": claim.client_id,
+            "key": claim.key,
+            "scope": claim.scope,
+            "request_hash": claim.request_hash,
+            "state": "done",
+            "response_status": status,
+            "response_body": body,
+            "created_at": claim.created_at,
+        },
+    ).first()
+    if stored is None:
+        raise IdempotencyInFlight("a request with this Idempotency-Key was processed meanwhile")
 
 
-def abandon(session: Session, claim: Claim) -> None:
-    """Release the claim of a request that failed and wrote nothing. Commits."""
-    session.rollback()
-    session.execute(
-        delete(IdempotencyRecord).where(
-            IdempotencyRecord.id == claim.record_id, IdempotencyRecord.state == "in_flight"
-        )
-    )
-    session.commit()
+@cache
+def _record(dialect: str) -> Any:
+    return insert_or_ignore(dialect, table(IdempotencyRecord)).returning(IdempotencyRecord.id)

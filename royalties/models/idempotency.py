@@ -1,9 +1,9 @@
 """Idempotency records: one per (client, key), as in Stripe and the IETF draft.
 
-A record is inserted ``in_flight`` and committed before the work starts, so a
-concurrent duplicate sees it and gets 409; the work's own transaction turns it
-``done`` with the response to replay. A failed request deletes its record (nothing was
-written, so the client may fix the body and retry with the same key).
+A record is written ``done``, with the response to replay, in the same transaction as
+the work it guards (see ``royalties.idempotency``); a failed request leaves none, so
+the client may fix the body and retry with the same key. ``in_flight`` records were
+written by earlier versions, which committed the claim before the work.
 """
 
 from __future__ import annotations

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
-import pytest
+from datetime import timedelta
 
+import pytest
+from sqlalchemy import func, select
+
+from royalties.db import utcnow
+from royalties.models import Purchase
 from tests.helpers import buy, ledger_is_sound, new_key, refund, row_counts, share
 
 
@@ -109,22 +114,52 @@ def test_a_failed_request_releases_its_key_for_a_corrected_retry(api, world):
     assert post_purchase(api, shop, payload(item)).status_code == 201
 
 
-def test_a_key_in_flight_is_409(api, world):
-    from royalties import idempotency
+def count(api, model):
+    api.session.rollback()
+    return api.session.scalar(select(func.count()).select_from(model))
 
-    _, shop, item = world
+
+def _in_flight_record(api, shop, key, body, age):
+    """A claim as an earlier version committed it before its work (then crashed)."""
+    from royalties import idempotency
+    from royalties.models import IdempotencyRecord
+
     scope = "POST /v1/purchases"
-    body = payload(item)
-    idempotency.begin(
-        api.session,
-        client_id=shop.id,
-        key="busy",
-        scope=scope,
-        request_hash=idempotency.fingerprint(scope, body),
+    api.session.add(
+        IdempotencyRecord(
+            client_id=shop.id,
+            key=key,
+            scope=scope,
+            request_hash=idempotency.fingerprint(scope, body),
+            state="in_flight",
+            created_at=utcnow() - age,
+        )
     )
+    api.session.commit()
+
+
+def test_a_key_in_flight_is_409(api, world):
+    _, shop, item = world
+    body = payload(item)
+    _in_flight_record(api, shop, "busy", body, age=timedelta(seconds=5))
     response = post_purchase(api, shop, body, key="busy")
     assert response.status_code == 409
     assert response.get_json()["code"] == "idempotency_in_flight"
+    assert count(api, Purchase) == 0
+
+
+def test_a_stale_in_flight_claim_is_taken_over(api, world):
+    from royalties.idempotency import STALE_AFTER
+
+    _, shop, item = world
+    body = payload(item)
+    _in_flight_record(api, shop, "crashed", body, age=STALE_AFTER + timedelta(seconds=1))
+    first = post_purchase(api, shop, body, key="crashed")
+    assert first.status_code == 201, first.get_json()
+    again = post_purchase(api, shop, body, key="crashed")
+    assert again.status_code == 201 and again.headers["Idempotent-Replayed"] == "true"
+    assert again.get_json() == first.get_json()
+    assert count(api, Purchase) == 1
 
 
 @pytest.mark.parametrize("role", ["fan", "artist", "admin"])

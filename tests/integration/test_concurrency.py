@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import event, func, select
+from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
@@ -187,31 +187,57 @@ def test_sixteen_identical_failing_refunds_under_one_key_never_answer_5xx(app, a
     ledger_clean(session)
 
 
-def test_a_key_released_between_a_duplicates_insert_and_read_is_not_an_error(engine, session):
-    """The race above, made deterministic: request A holds the claim; duplicate B's
-    ``INSERT .. ON CONFLICT DO NOTHING`` finds it; A fails and releases the key; only then
-    does B read the record. B must claim the (now free) key or answer 409, not crash."""
+def test_a_duplicate_of_an_uncommitted_request_is_409_then_replays_it(engine, app, api):
+    """Request A has claimed its key and not yet committed: a duplicate B is told 409 at
+    once (it does not wait on A); once A commits, B replays A's answer."""
+    artist, store = api.artist(), api.storefront()
+    item = api.content(artist)
+    body = {
+        "content_id": item["id"],
+        "amount": 1999,
+        "currency": "USD",
+        "buyer": {"email": "x@y.io"},
+    }
+    scope = "POST /v1/purchases"
+    headers = {"Authorization": f"Bearer {store.key}", "Idempotency-Key": "k-a"}
+    with Session(engine) as a:
+        claim = idempotency.claim(
+            a,
+            client_id=store.id,
+            key="k-a",
+            scope=scope,
+            request_hash=idempotency.fingerprint(scope, body),
+        )
+        assert isinstance(claim, idempotency.Claim)
+        duplicate = app.test_client().post("/v1/purchases", json=body, headers=headers)
+        assert duplicate.status_code == 409
+        assert duplicate.get_json()["code"] == "idempotency_in_flight"
+        idempotency.complete(a, claim, 201, {"id": "pur_from_a"})
+        a.commit()
+    replay = app.test_client().post("/v1/purchases", json=body, headers=headers)
+    assert replay.status_code == 201 and replay.get_json() == {"id": "pur_from_a"}
+    assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_duplicate_that_slips_past_the_lock_stores_nothing(engine, session):
+    """The unique (client, key) backs the lock: were B to read the key just before A
+    committed, B's ``complete`` finds A's record, refuses, and B's work rolls back."""
     scope, body_hash = "POST /v1/x", idempotency.fingerprint("POST /v1/x", {"a": 1})
-    first = idempotency.begin(
-        session, client_id="sf_1", key="k", scope=scope, request_hash=body_hash
-    )
-    assert isinstance(first, idempotency.Claim)
-
-    with engine.connect() as conn:
-
-        def release_after_insert(_conn, _cursor, statement, *_args: object) -> None:
-            if statement.lstrip().upper().startswith("INSERT INTO IDEMPOTENCY_RECORDS"):
-                idempotency.abandon(session, first)  # A failed: its claim goes away
-
-        event.listen(conn, "after_cursor_execute", release_after_insert)
-        with Session(bind=conn) as duplicate:
-            try:
-                outcome = idempotency.begin(
-                    duplicate, client_id="sf_1", key="k", scope=scope, request_hash=body_hash
-                )
-            except IdempotencyInFlight:
-                outcome = None  # 409: acceptable, the client retries
-    assert outcome is None or isinstance(outcome, idempotency.Claim)
+    claims = []
+    for s in (session, Session(engine)):
+        claims.append(
+            idempotency.claim(s, client_id="sf_1", key="k", scope=scope, request_hash=body_hash)
+        )
+        s.rollback()  # release the lock: as if B had read before A's commit
+    a, b = session, Session(engine)
+    idempotency.complete(a, claims[0], 201, {"who": "a"})
+    a.commit()
+    with pytest.raises(IdempotencyInFlight):
+        idempotency.complete(b, claims[1], 201, {"who": "b"})
+    b.rollback()
+    b.close()
+    rows = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "k")).all()
+    assert [r.response_body for r in rows] == [{"who": "a"}]
 
 
 # ---- b. concurrent purchases crediting one five-level upline ---------------------------
