@@ -32,7 +32,7 @@ from collections.abc import Callable
 from typing import Any
 
 from apispec import BasePlugin
-from flask import Flask, Response, current_app, request
+from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
 
@@ -116,13 +116,28 @@ def budget() -> str | None:
     return API if needs_key(view, method) else None
 
 
-def _limit(setting: str) -> Limit:
+def request_budget() -> str | None:
+    """``budget()`` of the current request, worked out once per request."""
+    if "rate_budget" not in g:
+        g.rate_budget = budget()
+    return g.rate_budget  # type: ignore[no-any-return]
+
+
+def _counted_by() -> str:
+    return api_client() if request_budget() in (API, SALES) else client_address()
+
+
+def _the_limit() -> Limit:
+    """One limit whose rate, key and counter follow the request's budget.
+
+    Flask-Limiter parses and checks every default limit on every request; one limit that
+    resolves its budget once per request costs a fifth of one limit per budget."""
     return Limit(
-        limit_provider=lambda: str(current_app.config[setting]),
-        key_function=api_client if setting in (API, SALES) else client_address,
-        scope=_SCOPES[setting],
+        limit_provider=lambda: str(current_app.config[request_budget() or API]),
+        key_function=_counted_by,
+        scope=lambda _endpoint: _SCOPES[request_budget() or API],
         shared=True,
-        exempt_when=lambda: budget() != setting,
+        exempt_when=lambda: request_budget() is None,
     )
 
 
@@ -154,7 +169,7 @@ class RateLimits:
 
         # Flask-Limiter reads the other RATELIMIT_* settings (storage, key prefix,
         # strategy) from the app config itself.
-        limiter = Limiter(client_address, default_limits=[_limit(s) for s in _SCOPES])
+        limiter = Limiter(client_address, default_limits=[_the_limit()])
         limiter.init_app(app)
         app.extensions[EXTENSION] = limiter
         app.register_error_handler(RateLimitExceeded, _too_many_requests)
@@ -185,7 +200,7 @@ def _retry_after() -> int:
 def _too_many_requests(error: RateLimitExceeded) -> Response:
     retry_after = _retry_after()
     headers = {"Retry-After": str(retry_after)}
-    if budget() == CLICKS:
+    if request_budget() == CLICKS:
         response = Response(TOO_MANY_CLICKS_PAGE, status=429, mimetype="text/html")
         response.headers.update(headers)
         response.headers["Cache-Control"] = "no-store"
