@@ -11,10 +11,27 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Any, cast
 
-from sqlalchemy import DateTime, MetaData, Table, create_engine, event
+from sqlalchemy import (
+    JSON,
+    Connection,
+    DateTime,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    bindparam,
+    column,
+    create_engine,
+    event,
+    func,
+    insert,
+    select,
+)
 from sqlalchemy.engine import Dialect, Engine
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.types import TypeDecorator
@@ -127,6 +144,46 @@ def table(model: type[Base]) -> Table:
     """The model's ``Table``, for Core statements on hot paths: an ``insert(Model)`` goes
     through the ORM's bulk machinery, which costs more than the SQL it sends."""
     return cast(Table, model.__table__)
+
+
+def insert_rows(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, or_ignore: bool = False
+) -> None:
+    """Insert ``rows`` (dicts with the same keys; string, integer or NULL values), in
+    order; ``or_ignore`` skips rows that would break a unique constraint.
+
+    On PostgreSQL, one ``INSERT .. SELECT`` from the rows sent as one JSON parameter
+    (``json_to_recordset``): an executemany runs one statement per row, each with its
+    own cost in SQLAlchemy, psycopg and the server, and the ledger writes several rows
+    per posting on the hottest path; SQLAlchemy cannot cache a multi-row ``VALUES``."""
+    if not rows:
+        return
+    dialect = conn.dialect.name
+    if dialect == "postgresql":
+        stmt = _json_rows_insert(dialect, table, tuple(rows[0]), or_ignore)
+        conn.execute(stmt, {"rows": list(rows)})
+    else:  # sqlite3 runs an executemany in C, in process: cheaper than unpacking JSON
+        conn.execute(_rows_insert(dialect, table, or_ignore), rows)
+
+
+@lru_cache(maxsize=64)
+def _rows_insert(dialect: str, table: Table, or_ignore: bool) -> Any:
+    return insert_or_ignore(dialect, table) if or_ignore else insert(table)
+
+
+@lru_cache(maxsize=64)
+def _json_rows_insert(dialect: str, table: Table, columns: tuple[str, ...], or_ignore: bool) -> Any:
+    for name in columns:  # JSON carries these exactly; a timestamp or a float it would not
+        if not isinstance(table.c[name].type, String | Integer):
+            raise TypeError(f"insert_rows cannot carry {table.name}.{name} through JSON")
+    record = (
+        func.json_to_recordset(bindparam("rows", type_=JSON))
+        .table_valued(*(column(name, table.c[name].type) for name in columns))
+        .render_derived(name="r", with_types=True)
+    )
+    source = select(*(record.c[name] for name in columns))
+    stmt = insert_or_ignore(dialect, table) if or_ignore else insert(table)
+    return stmt.from_select(columns, source)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -17,12 +17,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
-from functools import cache
 
-from sqlalchemy import Insert, func, insert, select
+from sqlalchemy import func, insert, select
 from sqlalchemy.orm import Session
 
-from royalties.db import insert_or_ignore, table, utcnow
+from royalties.db import insert_rows, table, utcnow
 from royalties.errors import LedgerError
 from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction
 
@@ -45,12 +44,6 @@ class Line:
 
 
 _INSERT_TRANSACTION = insert(table(LedgerTransaction)).returning(LedgerTransaction.id)
-_INSERT_ENTRIES = insert(table(LedgerEntry))
-
-
-@cache
-def _insert_accounts(dialect: str) -> Insert:
-    return insert_or_ignore(dialect, table(LedgerAccount))  # type: ignore[no-any-return]
 
 
 def post(
@@ -82,19 +75,17 @@ def post(
     # (entries may reference a reward the caller just added).
     session.flush()
     conn = session.connection()
-    conn.execute(_insert_accounts(conn.dialect.name), [accounts[key] for key in sorted(accounts)])
+    insert_rows(
+        conn, table(LedgerAccount), [accounts[key] for key in sorted(accounts)], or_ignore=True
+    )
     txn_id: int = conn.execute(
         _INSERT_TRANSACTION,
-        {
-            "kind": kind,
-            "ref": ref,
-            "currency": currency,
-            "memo": memo[:200],
-            "created_at": utcnow(),
-        },
+        {"kind": kind, "ref": ref, "currency": currency, "memo": memo[:200]}
+        | {"created_at": utcnow()},
     ).scalar_one()
-    conn.execute(
-        _INSERT_ENTRIES,
+    insert_rows(
+        conn,
+        table(LedgerEntry),
         [
             {
                 "transaction_id": txn_id,

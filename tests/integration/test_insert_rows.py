@@ -1,0 +1,79 @@
+"""``royalties.db.insert_rows``: the ledger's multi-row insert (JSON-carried on PostgreSQL)."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import insert, select
+from sqlalchemy.exc import IntegrityError
+
+from royalties.db import insert_rows, table, utcnow
+from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction, Purchase
+
+BIG = 10**12 * 9  # far beyond 32 bits: JSON must carry it exactly
+
+
+def accounts(*ids):
+    return [{"id": i, "kind": "fan_available", "owner_id": f"o{i}", "currency": "USD"} for i in ids]
+
+
+def stored(session):
+    return session.execute(
+        select(LedgerAccount.id, LedgerAccount.owner_id).order_by(LedgerAccount.id)
+    ).all()
+
+
+def test_rows_arrive_whole_and_conflicts_are_skipped_only_when_asked(session):
+    conn = session.connection()
+    insert_rows(conn, table(LedgerAccount), accounts("a", "b"))
+    insert_rows(conn, table(LedgerAccount), accounts("b", "c", "a", "d"), or_ignore=True)
+    assert stored(session) == [("a", "oa"), ("b", "ob"), ("c", "oc"), ("d", "od")]
+    with pytest.raises(IntegrityError):
+        insert_rows(conn, table(LedgerAccount), accounts("e", "a"))
+    session.rollback()
+
+
+def test_nulls_quotes_and_large_integers_survive(session):
+    conn = session.connection()
+    odd = 'x"\\\u00e9\u2603'
+    insert_rows(conn, table(LedgerAccount), accounts(odd, "b"))
+    txn = conn.execute(
+        insert(table(LedgerTransaction))
+        .values(kind="k", ref="r", currency="USD", memo="", created_at=utcnow())
+        .returning(LedgerTransaction.id)
+    ).scalar_one()
+    entries = [
+        {
+            "transaction_id": txn,
+            "account_id": odd,
+            "currency": "USD",
+            "amount": BIG,
+            "reward_id": None,
+        },
+        {
+            "transaction_id": txn,
+            "account_id": "b",
+            "currency": "USD",
+            "amount": -BIG,
+            "reward_id": None,
+        },
+    ]
+    insert_rows(conn, table(LedgerEntry), entries)
+    got = session.execute(
+        select(LedgerEntry.account_id, LedgerEntry.amount, LedgerEntry.reward_id).order_by(
+            LedgerEntry.id
+        )
+    ).all()
+    assert got == [(odd, BIG, None), ("b", -BIG, None)]
+    session.rollback()
+
+
+def test_nothing_to_insert_is_no_statement(session):
+    insert_rows(session.connection(), table(LedgerAccount), [])
+    assert stored(session) == []
+
+
+def test_columns_json_cannot_carry_exactly_are_refused(session):
+    if session.get_bind().dialect.name != "postgresql":
+        pytest.skip("only the PostgreSQL path goes through JSON")
+    with pytest.raises(TypeError, match="created_at"):
+        insert_rows(session.connection(), table(Purchase), [{"id": "p", "created_at": None}])
