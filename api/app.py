@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from flask import Flask, Response, render_template, request
+from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import config as config_module
 from api import errors, guards
@@ -28,6 +29,11 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     fee = app.config["PLATFORM_FEE_BPS"]
     if not 0 <= fee <= 5000:
         raise ValueError(f"PLATFORM_FEE_BPS must be 0 to 5000, got {fee}")
+    proxies = app.config.get("TRUSTED_PROXIES", 0)
+    if not 0 <= proxies <= 5:
+        raise ValueError(f"TRUSTED_PROXIES must be 0 to 5, got {proxies}")
+    if proxies:  # take the client's address and scheme from that many proxies' headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     db.init_app(app, engine=app.config.get("ENGINE"))
 

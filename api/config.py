@@ -38,6 +38,7 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[str, str]] = {
     "RATELIMIT_SIGNUP": ("20/minute", "2000/minute"),  # POST /v1/fans, per address
     "RATELIMIT_LINKS": ("60/minute", "6000/minute"),  # POST /v1/share-links, per address
     "RATELIMIT_CLICKS": ("600/minute", "60000/minute"),  # GET /l/<code>, per address
+    "RATELIMIT_LOGIN": ("10/minute", "1000/minute"),  # dashboard sign-in attempts, per address
     "RATELIMIT_API": ("1200/minute", "120000/minute"),  # every other keyed call, per key
     # purchases and refunds, per (storefront) key: 1,000 a second, the throughput goal
     "RATELIMIT_SALES": ("60000/minute", "6000000/minute"),
@@ -75,6 +76,10 @@ def from_env() -> dict[str, Any]:
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),
+        # Reverse proxies in front of the app that append to X-Forwarded-For/-Proto. With 0
+        # (the default) the client address is the connection's; behind a proxy every
+        # client would then share its address, in rate limits and click/fraud hashes.
+        "TRUSTED_PROXIES": _int_env("TRUSTED_PROXIES", 0),
         # Bodies above this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _int_env("MAX_BODY_BYTES", 64 * 1024),
         # Rate limits (api/limits.py); a limit left None takes its default from above.

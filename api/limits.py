@@ -2,8 +2,9 @@
 
 The route decides which budget a request spends:
 
-- ``POST /v1/fans`` (sign-up), ``POST /v1/share-links`` and ``GET /l/<code>`` (clicks):
-  per client address, one budget each (``RATELIMIT_SIGNUP``, ``_LINKS``, ``_CLICKS``);
+- ``POST /v1/fans`` (sign-up), ``POST /v1/share-links``, ``GET /l/<code>`` (clicks) and
+  ``POST /dashboard/login``: per client address, one budget each (``RATELIMIT_SIGNUP``,
+  ``_LINKS``, ``_CLICKS``, ``_LOGIN``);
 - every other endpoint that needs an API key: one budget per key shared by all of them
   (``RATELIMIT_API``), counted under the SHA-256 of the bearer key when the request
   carries a well-formed one, else under the address, so keyless requests count too;
@@ -11,8 +12,8 @@ The route decides which budget a request spends:
 
 Limits are checked before authentication and before the body is read, so a refused
 request costs one counter increment. Over the limit the answer is 429 problem+json
-``rate_limited`` with ``Retry-After`` in seconds; the click redirect answers a small HTML
-page instead, since a browser follows it.
+``rate_limited`` with ``Retry-After`` in seconds; the click redirect and the sign-in form
+answer a small HTML page instead, since a browser sees it.
 
 Counters live in memory (per process) unless ``RATELIMIT_STORAGE_URI`` names a shared
 store such as Redis; if that store fails, each process falls back to counting in memory
@@ -47,12 +48,14 @@ EXTENSION = "royalties.limiter"
 API = "RATELIMIT_API"
 SALES = "RATELIMIT_SALES"
 CLICKS = "RATELIMIT_CLICKS"
+LOGIN = "RATELIMIT_LOGIN"
 
 # (method, URL rule) -> the setting holding its per-address limit
 BY_ADDRESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/fans"): "RATELIMIT_SIGNUP",
     ("POST", "/v1/share-links"): "RATELIMIT_LINKS",
     ("GET", "/l/<code>"): CLICKS,
+    ("POST", "/dashboard/login"): LOGIN,  # guessing keys through the sign-in form
 }
 # (method, URL rule) -> its own per-key budget: storefronts report every sale and refund,
 # far more often than any person calls the API, so they must not share a person's budget.
@@ -65,15 +68,21 @@ _SCOPES = {
     "RATELIMIT_SIGNUP": "signup",
     "RATELIMIT_LINKS": "share-links",
     CLICKS: "clicks",
+    LOGIN: "login",
     API: "api",
     SALES: "sales",
 }
 
-TOO_MANY_CLICKS_PAGE = """<!doctype html>
+_PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Too many requests</title></head>
 <body><h1>Too many requests</h1>
-<p>Too many links were followed from your address. Please try again in a minute.</p></body></html>
+<p>{what} Please try again in {seconds} seconds.</p></body></html>
 """
+# Budgets spent by a browser, which gets a page rather than problem+json.
+PAGES = {
+    CLICKS: "Too many links were followed from your address.",
+    LOGIN: "Too many sign-in attempts came from your address.",
+}
 
 
 def client_address() -> str:
@@ -200,8 +209,10 @@ def _retry_after() -> int:
 def _too_many_requests(error: RateLimitExceeded) -> Response:
     retry_after = _retry_after()
     headers = {"Retry-After": str(retry_after)}
-    if request_budget() == CLICKS:
-        response = Response(TOO_MANY_CLICKS_PAGE, status=429, mimetype="text/html")
+    page = PAGES.get(request_budget() or "")
+    if page is not None:
+        body = _PAGE.format(what=page, seconds=retry_after)
+        response = Response(body, status=429, mimetype="text/html")
         response.headers.update(headers)
         response.headers["Cache-Control"] = "no-store"
         return response
@@ -244,7 +255,7 @@ class OpenApiLimits(BasePlugin):
                 f"(`{setting}`)",
                 "headers": {"Retry-After": self.RETRY_AFTER},
             }
-            if setting == CLICKS:
+            if setting in PAGES:
                 response["content"] = {"text/html": {"schema": {"type": "string"}}}
             else:
                 response["content"] = {

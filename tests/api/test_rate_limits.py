@@ -248,3 +248,34 @@ def test_storefront_sales_have_their_own_per_key_budget(make_api):
     )
     # the same key still has its general budget for other calls
     assert api.call("GET", f"/v1/content/{item['id']}", shop).status_code == 200
+
+
+def test_behind_trusted_proxies_each_client_address_has_its_own_budget(make_api):
+    """TRUSTED_PROXIES=1: the address the proxy appended to X-Forwarded-For is the
+    client's. Without it every client behind the proxy shares the proxy's budget."""
+    proxy = {"REMOTE_ADDR": "10.0.0.2"}
+
+    def via_proxy(api: ApiDriver, client: str) -> TestResponse:
+        handle = f"f{uuid.uuid4().hex[:12]}"
+        return api.call(
+            "POST",
+            "/v1/fans",
+            json={"handle": handle},
+            environ_base=proxy,
+            headers={"X-Forwarded-For": f"192.0.2.77, {client}"},
+        )
+
+    direct = make_api(RATELIMIT_SIGNUP="2/minute")
+    assert [via_proxy(direct, c).status_code for c in ("198.51.100.1", "198.51.100.2")] == [201] * 2
+    assert_rate_limited(via_proxy(direct, "198.51.100.3"))  # all three were "the proxy"
+
+    behind = make_api(RATELIMIT_SIGNUP="2/minute", TRUSTED_PROXIES=1)
+    for _ in range(2):
+        assert via_proxy(behind, "198.51.100.1").status_code == 201
+    assert_rate_limited(via_proxy(behind, "198.51.100.1"))
+    assert via_proxy(behind, "198.51.100.2").status_code == 201  # spoofed first hop ignored
+
+
+def test_an_impossible_number_of_trusted_proxies_stops_the_app_from_starting(engine, db_url):
+    with pytest.raises(ValueError, match="TRUSTED_PROXIES"):
+        create_test_app(engine, db_url, TRUSTED_PROXIES=9)

@@ -199,3 +199,26 @@ def _versions(session, artist_id: str) -> list[int]:
     )
     session.rollback()
     return versions
+
+
+def test_sign_in_attempts_are_rate_limited_per_address_with_a_page(engine, db_url, cast):
+    """Guessing keys through the form: after RATELIMIT_LOGIN attempts from one address,
+    even the right key is refused (429 page with Retry-After) until the window passes;
+    the form itself and other addresses are not held back."""
+    from tests.conftest import create_test_app
+    from tests.web.conftest import Browser
+
+    app = create_test_app(engine, db_url, RATELIMIT_LOGIN="3/minute")
+    guesser = Browser(app)
+    guesser.get("/dashboard/login")
+    for n in range(3):
+        assert guesser.post("/dashboard/login", {"api_key": f"rk_wrong{n}"}).status_code == 401
+    refused = guesser.post("/dashboard/login", {"api_key": cast.artist.key})
+    assert refused.status_code == 429
+    assert refused.mimetype == "text/html" and int(refused.headers["Retry-After"]) >= 1
+    assert "Too many sign-in attempts" in refused.get_data(as_text=True)
+    assert guesser.get("/dashboard/login").status_code == 200  # the form is not limited
+
+    elsewhere = Browser(app)
+    elsewhere.client.environ_base["REMOTE_ADDR"] = "203.0.113.9"
+    assert elsewhere.sign_in(cast.artist.key).status_code == 302
