@@ -7,6 +7,10 @@ Invariants, in plain words:
   The claim holds a per-(fan, currency) lock (advisory on PostgreSQL; SQLite serialises
   writers) and re-reads the balance under it, and a partial unique index allows one
   open payout per fan and currency, so two runs can never claim the same money.
+- Stripe is called only once the payout is committed ``submitted`` for that attempt. A
+  fresh claim is committed already ``submitted`` (attempt 1): claim and first send are
+  one commit, and the audit trail records both steps (``pending``, then ``submitted``).
+  A retry moves an open payout to ``submitted`` for a new attempt, and commits, first.
 - The transfer is created with the payout id as Stripe's idempotency key and with
   parameters that depend only on the stored payout (amount, currency, destination,
   ``transfer_group`` = the run that claimed it). A retry, by any later run, therefore
@@ -16,6 +20,10 @@ Invariants, in plain words:
   ``submitted`` for the next run to retry with the same key, never released.
 - Every state change is a conditional UPDATE from the expected state, so concurrent
   settlers move the money once; each change writes an audit event.
+
+Cost: a payout is two short transactions around its Stripe call, each a handful of
+indexed single-row statements (Core, on the session's connection), whatever the number
+of payouts already made.
 """
 
 from __future__ import annotations
@@ -24,13 +32,14 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import func, select, text, update
+from sqlalchemy import Update, bindparam, func, insert, select, text, update
 from sqlalchemy.orm import Session
 
 from royalties import ledger
-from royalties.db import utcnow
+from royalties.db import table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
 from royalties.models import Fan, LedgerAccount, LedgerEntry, Payout, PayoutEvent
@@ -39,20 +48,55 @@ from royalties.payments.stripe import StripeGateway, TransferInfo
 
 CLEARING = "payout_clearing"
 
+# Built once: a run executes these once or twice per payout.
+_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_INSERT_PAYOUT = insert(table(Payout))
+_INSERT_EVENTS = insert(table(PayoutEvent))
+# Under the claim's lock, in one round trip: an open payout of the fan in the currency,
+# and the fan's available balance there (the sum of its entries, as ledger.balance).
+_OPEN_PAYOUT_AND_AVAILABLE = select(
+    select(Payout.id)
+    .where(
+        Payout.fan_id == bindparam("fan_id"),
+        Payout.currency == bindparam("currency"),
+        Payout.state.in_(OPEN_STATES),
+    )
+    .limit(1)
+    .scalar_subquery(),
+    select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+    .where(LedgerEntry.account_id == bindparam("account_id"))
+    .scalar_subquery(),
+)
+
 
 def _lock_fan_currency(session: Session, fan_id: str, currency: str) -> None:
-    if session.get_bind().dialect.name == "postgresql":
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
         key = zlib.crc32(f"payout:{fan_id}:{currency}".encode())
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": key})
+        conn.execute(_LOCK, {"k": key})
 
 
 def audit(
     session: Session, payout_id: str, from_state: str | None, to_state: str, detail: str
 ) -> None:
-    session.add(
-        PayoutEvent(
-            payout_id=payout_id, from_state=from_state, to_state=to_state, detail=detail[:500]
-        )
+    _audit(session, (payout_id, from_state, to_state, detail))
+
+
+def _audit(session: Session, *events: tuple[str, str | None, str, str]) -> None:
+    """Write audit events, in order (their ids order a payout's trail). Does not commit."""
+    at = utcnow()
+    session.connection().execute(
+        _INSERT_EVENTS,
+        [
+            {
+                "payout_id": payout_id,
+                "at": at,
+                "from_state": from_state,
+                "to_state": to_state,
+                "detail": detail[:500],
+            }
+            for payout_id, from_state, to_state, detail in events
+        ],
     )
 
 
@@ -84,53 +128,102 @@ def candidates(session: Session, min_payout: int) -> list[Candidate]:
     return [Candidate(fan, cur, str(dest), int(avail)) for fan, cur, dest, avail in rows]
 
 
+@dataclass(frozen=True)
+class Attempt:
+    """What one attempt sends: the stored payout's transfer parameters, and its number."""
+
+    payout_id: str
+    run_id: str
+    fan_id: str
+    currency: str
+    amount: int
+    destination: str
+    attempt: int
+
+
+# The columns an attempt is made of, in Attempt's field order.
+_ATTEMPT_COLUMNS = (
+    Payout.id,
+    Payout.run_id,
+    Payout.fan_id,
+    Payout.currency,
+    Payout.amount,
+    Payout.destination,
+    Payout.attempts,
+)
+
+
+def _attempt(row: Sequence[Any]) -> Attempt:
+    payout_id, run_id, fan_id, currency, amount, destination, attempts = row
+    return Attempt(payout_id, run_id, fan_id, currency, int(amount), destination, attempts)
+
+
 def claim(
     session: Session, *, run_id: str, candidate: Candidate, min_payout: int, now: datetime
-) -> Payout | None:
-    """Claim the fan's whole available balance as a new ``pending`` payout. Does not commit.
+) -> Attempt | None:
+    """Claim the fan's whole available balance as a new payout, stored ``submitted``
+    for its first attempt, which the caller makes once this is committed (``send_claimed``).
+    Does not commit.
 
     Returns None when, under the lock, there is already an open payout or the balance
     is below the minimum (another run got there first, or a refund came in)."""
     _lock_fan_currency(session, candidate.fan_id, candidate.currency)
-    open_one = session.scalar(
-        select(Payout.id).where(
-            Payout.fan_id == candidate.fan_id,
-            Payout.currency == candidate.currency,
-            Payout.state.in_(OPEN_STATES),
-        )
-    )
-    if open_one is not None:
+    conn = session.connection()
+    # A statement sees what was committed when it started: read only once locked.
+    open_one, total = conn.execute(
+        _OPEN_PAYOUT_AND_AVAILABLE,
+        {
+            "fan_id": candidate.fan_id,
+            "currency": candidate.currency,
+            "account_id": ledger.account_id("fan_available", candidate.fan_id, candidate.currency),
+        },
+    ).one()
+    available = int(total)
+    if open_one is not None or available < min_payout:
         return None
-    available = ledger.balance(session, "fan_available", candidate.fan_id, candidate.currency)
-    if available < min_payout:
-        return None
-    payout = Payout(
-        id=new_id("po"),
+    attempt = Attempt(
+        payout_id=new_id("po"),
         run_id=run_id,
         fan_id=candidate.fan_id,
         currency=candidate.currency,
         amount=available,
         destination=candidate.destination,
-        state="pending",
-        reversed_amount=0,
-        attempts=0,
-        created_at=now,
-        updated_at=now,
+        attempt=1,
     )
-    session.add(payout)
-    session.flush()
+    conn.execute(
+        _INSERT_PAYOUT,
+        {
+            "id": attempt.payout_id,
+            "run_id": run_id,
+            "fan_id": attempt.fan_id,
+            "currency": attempt.currency,
+            "amount": available,
+            "destination": attempt.destination,
+            "state": "submitted",
+            "stripe_transfer_id": None,
+            "reversed_amount": 0,
+            "failure_reason": None,
+            "attempts": 1,
+            "created_at": now,
+            "updated_at": now,
+        },
+    )
     ledger.post(
         session,
         kind="payout",
-        ref=payout.id,
-        currency=payout.currency,
+        ref=attempt.payout_id,
+        currency=attempt.currency,
         lines=[
-            ledger.Line("fan_available", payout.fan_id, -available),
+            ledger.Line("fan_available", attempt.fan_id, -available),
             ledger.Line(CLEARING, ledger.PLATFORM, available),
         ],
     )
-    audit(session, payout.id, None, "pending", f"claimed {available} {payout.currency}")
-    return payout
+    _audit(
+        session,
+        (attempt.payout_id, None, "pending", f"claimed {available} {attempt.currency}"),
+        (attempt.payout_id, "pending", "submitted", "attempt 1"),
+    )
+    return attempt
 
 
 def _move(
@@ -141,22 +234,33 @@ def _move(
     *,
     attempt: int | None = None,
     **values: Any,
-) -> Payout | None:
+) -> Attempt | None:
     """Conditionally change state (and, given ``attempt``, only while no newer attempt
-    has started); returns the payout if this caller made the change."""
-    where = [Payout.id == payout_id, Payout.state.in_(from_states)]
+    has started); returns the payout, as changed, if this caller made the change."""
+    statement = _move_statement(tuple(from_states), to_state, attempt is not None, tuple(values))
+    params = {f"new_{name}": value for name, value in values.items()}
+    params.update(payout_id=payout_id, now=utcnow())
     if attempt is not None:
-        where.append(Payout.attempts == attempt)
-    changed = session.execute(
+        params["attempt"] = attempt
+    row = session.connection().execute(statement, params).first()
+    return None if row is None else _attempt(row)
+
+
+@cache
+def _move_statement(
+    from_states: tuple[str, ...], to_state: str, check_attempt: bool, columns: tuple[str, ...]
+) -> Update:
+    """The conditional UPDATE of ``_move``, built once per shape."""
+    where = [Payout.id == bindparam("payout_id"), Payout.state.in_(from_states)]
+    if check_attempt:
+        where.append(Payout.attempts == bindparam("attempt"))
+    values: dict[str, Any] = {name: bindparam(f"new_{name}") for name in columns}
+    return (
         update(Payout)
         .where(*where)
-        .values(state=to_state, updated_at=utcnow(), **values)
-        .returning(Payout.id)
-        .execution_options(synchronize_session=False)
-    ).scalar()
-    if changed is None:
-        return None
-    return session.get(Payout, payout_id, populate_existing=True)
+        .values(state=to_state, updated_at=bindparam("now"), **values)
+        .returning(*_ATTEMPT_COLUMNS)
+    )
 
 
 @dataclass(frozen=True)
@@ -167,45 +271,61 @@ class Outcome:
 
 
 def send(session: Session, gateway: StripeGateway, payout_id: str) -> Outcome:
-    """Send (or re-send, same key) one open payout to Stripe and settle what comes back.
+    """Re-send (same key) one open payout to Stripe and settle what comes back.
 
-    Commits: first that the payout is ``submitted`` (so a crash leaves it for retry),
-    then its outcome."""
-    payout = session.get(Payout, payout_id, populate_existing=True)
-    if payout is None or payout.state not in OPEN_STATES:
-        state = payout.state if payout else "missing"
+    Commits: first that the payout is ``submitted`` for a new attempt (so a crash leaves
+    it for retry), then its outcome."""
+    current = (
+        session.connection()
+        .execute(select(Payout.state, Payout.attempts).where(Payout.id == payout_id))
+        .first()
+    )
+    if current is None or current.state not in OPEN_STATES:
+        state = current.state if current else "missing"
+        session.rollback()
         return Outcome(payout_id, state, "not open")
-    previous, attempt = payout.state, payout.attempts + 1
+    previous, attempts = current.state, current.attempts
     moved = _move(
-        session, payout_id, OPEN_STATES, "submitted", attempt=payout.attempts, attempts=attempt
+        session, payout_id, OPEN_STATES, "submitted", attempt=attempts, attempts=attempts + 1
     )
     if moved is None:  # settled, or re-sent, by another run since we read it: not ours
         session.rollback()
         return Outcome(payout_id, "unknown", "changed by another run before sending")
-    audit(session, payout_id, previous, "submitted", f"attempt {attempt}")
+    audit(session, payout_id, previous, "submitted", f"attempt {moved.attempt}")
     session.commit()
+    return send_claimed(session, gateway, moved)
+
+
+def send_claimed(session: Session, gateway: StripeGateway, attempt: Attempt) -> Outcome:
+    """Make one committed ``submitted`` attempt: call Stripe with the payout's key and
+    settle what comes back. Commits the outcome."""
     try:
         transfer = gateway.create_transfer(
-            amount=payout.amount,
-            currency=payout.currency,
-            destination=payout.destination,
-            transfer_group=payout.run_id,
-            idempotency_key=payout.id,
-            metadata={"payout_id": payout.id, "fan_id": payout.fan_id},
+            amount=attempt.amount,
+            currency=attempt.currency,
+            destination=attempt.destination,
+            transfer_group=attempt.run_id,
+            idempotency_key=attempt.payout_id,
+            metadata={"payout_id": attempt.payout_id, "fan_id": attempt.fan_id},
         )
     except PaymentUncertain as exc:
         audit(
             session,
-            payout_id,
+            attempt.payout_id,
             "submitted",
             "submitted",
             f"outcome unknown, will retry: {exc.detail}",
         )
         session.commit()
-        return Outcome(payout_id, "submitted", exc.detail)
+        return Outcome(attempt.payout_id, "submitted", exc.detail)
     except PaymentDeclined as exc:
-        return _fail(session, payout_id, f"declined by Stripe: {exc.detail}", attempt=attempt)
-    return mark_paid(session, payout_id, transfer)
+        return _fail(
+            session,
+            attempt.payout_id,
+            f"declined by Stripe: {exc.detail}",
+            attempt=attempt.attempt,
+        )
+    return mark_paid(session, attempt.payout_id, transfer)
 
 
 def mark_paid(session: Session, payout_id: str, transfer: TransferInfo) -> Outcome:
@@ -254,14 +374,14 @@ def _settle(
     ledger.post(
         session,
         kind=f"payout_{to_state}",
-        ref=payout.id,
+        ref=payout.payout_id,
         currency=payout.currency,
         lines=[
             ledger.Line(CLEARING, ledger.PLATFORM, -payout.amount),
             ledger.Line(to_account, payout.fan_id, payout.amount),
         ],
     )
-    audit(session, payout.id, "submitted", to_state, detail)
+    audit(session, payout.payout_id, "submitted", to_state, detail)
     session.commit()
     return Outcome(payout_id, to_state, detail)
 

@@ -3,7 +3,9 @@
 - A payout is claimed (row + ledger move ``fan_available -> payout_clearing``) and
   committed *before* Stripe is called; its id is the Stripe idempotency key, so any
   retry, by this run or the next, can only ever produce one transfer.
-- States: ``pending`` (claimed, not yet sent), ``submitted`` (sent; outcome unknown
+- States: ``pending`` (claimed, not yet sent; a run commits a fresh claim already
+  ``submitted`` for its first attempt, so ``pending`` shows in the audit trail and in
+  payouts of earlier versions), ``submitted`` (being sent or sent; outcome unknown
   until confirmed), ``paid`` (transfer exists; clearing -> ``fan_paid``), ``failed``
   (Stripe refused, or the transfer was reversed; money back to ``fan_available``).
 - A partial unique index allows one open (pending/submitted) payout per fan and

@@ -4,11 +4,13 @@ list payouts, and reconcile the ledger with Stripe."""
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
 from sqlalchemy import and_, or_, select
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
 from royalties import payouts as machine
@@ -87,24 +89,74 @@ def run_payouts(
         mature_due(session, now=now)
     report = RunReport(run.id)
 
-    retry = machine.open_payout_ids(session)
-    fresh = machine.candidates(session, min_payout)
-    session.rollback()
-    tick("total", len(retry) + len(fresh))
-    for payout_id in retry:
-        report.outcomes.append(machine.send(session, gateway, payout_id))
-        tick("done", 1)
-    for candidate in fresh:
-        with unit_of_work(session):
-            payout = machine.claim(
-                session, run_id=run.id, candidate=candidate, min_payout=min_payout, now=now
-            )
-        if payout is not None:
-            report.outcomes.append(machine.send(session, gateway, payout.id))
-        tick("done", 1)
+    with _one_connection(session) as work:
+        retry = machine.open_payout_ids(work)
+        fresh = machine.candidates(work, min_payout)
+        work.rollback()
+        tick("total", len(retry) + len(fresh))
+        for payout_id in retry:
+            report.outcomes.append(machine.send(work, gateway, payout_id))
+            tick("done", 1)
+        for candidate in fresh:
+            with unit_of_work(work):
+                attempt = machine.claim(
+                    work, run_id=run.id, candidate=candidate, min_payout=min_payout, now=now
+                )
+            if attempt is not None:
+                report.outcomes.append(machine.send_claimed(work, gateway, attempt))
+            tick("done", 1)
     with unit_of_work(session):
         session.get(PayoutRun, run.id).finished_at = utcnow()  # type: ignore[union-attr]
     return report
+
+
+@contextmanager
+def _one_connection(session: Session) -> Iterator[Session]:
+    """A session that keeps one connection for the whole run, planning as it goes.
+
+    A run is two short transactions per payout. A session bound to the engine checks a
+    connection out for each and back in after (on PostgreSQL a pre-ping each time, and
+    a reset on return): more than the transactions' own statements cost. A session
+    already bound to a connection is used as it is."""
+    bind = session.get_bind()
+    if not isinstance(bind, Engine):
+        yield session
+        return
+    with (
+        bind.connect() as conn,
+        _custom_plans(conn),
+        Session(bind=conn, expire_on_commit=False) as work,
+    ):
+        yield work
+
+
+@contextmanager
+def _custom_plans(conn: Connection) -> Iterator[None]:
+    """On PostgreSQL, plan every statement for the tables as they are now.
+
+    A run grows ``payouts``, ``payout_events`` and ``ledger_transactions`` by a row or
+    two per payout, from nothing. PostgreSQL switches a statement executed more than five
+    times to a cached *generic* plan -- psycopg prepares repeated statements, and the
+    foreign-key checks and PL/pgSQL triggers cache theirs per connection -- and keeps it
+    until the table's statistics change. Chosen while the table was nearly empty, that
+    plan is a sequential scan, so each payout costs O(payouts so far): a 100k-fan run
+    would be O(N^2) wherever autovacuum's ANALYZE does not keep up. A custom plan is made
+    for the parameters and the table's current size at each execution (tens of
+    microseconds), and depends on neither the statistics nor when they were gathered."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    conn.exec_driver_sql("SET plan_cache_mode = force_custom_plan")
+    conn.commit()
+    try:
+        yield
+    finally:
+        try:
+            conn.rollback()
+            conn.exec_driver_sql("RESET plan_cache_mode")
+            conn.commit()
+        except Exception:  # a broken connection: the pool drops it, setting and all
+            conn.invalidate()
 
 
 # -- webhooks -----------------------------------------------------------------------------
