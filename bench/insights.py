@@ -13,7 +13,7 @@
    ``fan_lifetime_value``; then runs the full insights again under tracemalloc for the
    peak of Python allocations, and prints the process's peak RSS (ru_maxrss).
 
-Run: ``/work/venv/bin/python bench/insights.py [--fans 100000] [--sales 200000]
+Run: ``.venv/bin/python bench/insights.py [--fans 100000] [--sales 200000]
 [--postgres] [--seed 1] [--reuse FILE]``. Figures are wall and CPU time of the measuring
 process: on a busy machine the CPU time is the steadier one.
 """

@@ -15,7 +15,7 @@
    them per payout, SQL statements and commits per payout) and verifies: transfers at the
    fake == fans, every payout paid for the fan's whole balance, ``ledger.check`` clean.
 
-Run: ``/work/venv/bin/python bench/payouts.py [--fans 100000] [--db sqlite|postgres]``;
+Run: ``.venv/bin/python bench/payouts.py [--fans 100000] [--db sqlite|postgres]``;
 ``--fans 2000`` is a quick smoke run; ``--profile`` adds a cProfile of the run.
 """
 
@@ -45,7 +45,7 @@ if str(REPO) not in sys.path:  # run as a script: make royalties/ and tests/ imp
 
 from sqlalchemy import event, func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
-from sqlalchemy.pool import QueuePool  # noqa: E402
+from sqlalchemy.pool import NullPool  # noqa: E402
 
 from royalties import ledger  # noqa: E402
 from royalties.db import (  # noqa: E402
@@ -230,10 +230,12 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
 
 class Analyzer(threading.Thread):
     """ANALYZE the payout tables every ``every`` seconds from a side connection: what
-    autovacuum does on a normal server. Without fresh statistics PostgreSQL keeps the
-    plans it cached while ``payouts`` was empty (psycopg prepares repeated statements;
-    foreign-key checks cache theirs per backend): sequential scans that make every
-    payout cost O(payouts so far), i.e. the run O(N^2)."""
+    autovacuum does on a normal server. Off unless asked for (``--analyze-every``): the run
+    plans each statement for the tables' current size (``plan_cache_mode``, see
+    ``royalties.services.payouts``), so it no longer needs fresh statistics to stay
+    O(N). It once did: PostgreSQL kept the generic plans it cached while ``payouts`` was
+    nearly empty (psycopg prepares repeated statements; foreign-key checks cache theirs
+    per backend), sequential scans that made every payout cost O(payouts so far)."""
 
     TABLES = "payouts, payout_events, payout_runs, ledger_transactions, ledger_entries"
 
@@ -349,7 +351,7 @@ def bench(args: argparse.Namespace) -> int:
         t0 = time.perf_counter()
         with fake_stripe(n, Path(tmp)) as (stripe_url, accounts):
             t_fake = time.perf_counter() - t0
-            pool = {"queue": QueuePool}.get(args.sqlite_pool) if args.db == "sqlite" else None
+            pool = {"null": NullPool}.get(args.sqlite_pool) if args.db == "sqlite" else None
             engine = make_engine(url, **({"poolclass": pool} if pool else {}))
             t0 = time.perf_counter()
             expected = bulk_load(engine, accounts, args.batch)
@@ -364,12 +366,9 @@ def bench(args: argparse.Namespace) -> int:
                 RemoteFake(stripe_url).delay("transfers", args.stripe_latency, count=n)
             analyzer = None
             if args.db == "postgres":
-                autovacuum = autovacuum_setting(engine)
-                every = args.analyze_every if args.analyze_every is not None else 30.0
-                if autovacuum != "on" and args.analyze_every is None:
-                    print(f"server has autovacuum={autovacuum}: ANALYZE every {every:.0f}s")
-                if every > 0 and (autovacuum != "on" or args.analyze_every is not None):
-                    analyzer = Analyzer(url, every)
+                print(f"server has autovacuum={autovacuum_setting(engine)}", flush=True)
+                if args.analyze_every:
+                    analyzer = Analyzer(url, args.analyze_every)
                     analyzer.start()
             gateway = TimedGateway(API_KEY, stripe_url)
             sql = SqlCounter()
@@ -481,9 +480,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch", type=int, default=500, help="fans per bulk-load transaction")
     parser.add_argument(
         "--sqlite-pool",
-        choices=("null", "queue"),
-        default="null",
-        help="null: the engine as the app makes it (NullPool); queue: keep connections open",
+        choices=("app", "null"),
+        default="app",
+        help="app: the engine as the app makes it (pooled); null: a new connection per checkout",
     )
     parser.add_argument(
         "--runs", type=int, default=1, help="payout runs at once (threads, own sessions)"
@@ -497,9 +496,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--analyze-every",
         type=float,
-        default=None,
-        help="PostgreSQL: ANALYZE the payout tables every N seconds during the run "
-        "[default: 30 when the server runs without autovacuum; 0: never]",
+        default=0.0,
+        help="PostgreSQL: ANALYZE the payout tables every N seconds during the run, "
+        "as autovacuum would [default: 0, never]",
     )
     parser.add_argument("--profile", action="store_true", help="cProfile the run (slower)")
     parser.add_argument("--serve-fake", type=int, metavar="N", help=argparse.SUPPRESS)
