@@ -8,8 +8,9 @@ its scope. A content item's own plan, when it has one, overrides its artist's.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
-from sqlalchemy import case, func, select
+from sqlalchemy import ColumnElement, ScalarSelect, func, select
 from sqlalchemy.orm import Session
 
 from royalties.errors import PlanError
@@ -86,20 +87,35 @@ def add_plan_version(
 
 
 def current_plan(session: Session, scope: str) -> RewardPlan | None:
-    return session.scalars(
-        select(RewardPlan).where(RewardPlan.scope == scope).order_by(RewardPlan.version.desc())
-    ).first()
+    return session.scalar(select(RewardPlan).where(RewardPlan.id == latest_plan_id(scope)))
+
+
+def latest_plan_id(scope: Any) -> ScalarSelect[int]:
+    """The id of ``scope``'s latest version: a backward scan of the unique (scope,
+    version) index that stops at its first row. ``scope`` may be a SQL expression."""
+    return (
+        select(RewardPlan.id)
+        .where(RewardPlan.scope == scope)
+        .order_by(RewardPlan.version.desc())
+        .limit(1)
+        .correlate_except(RewardPlan)  # inside a query joining reward_plans, still its own
+        .scalar_subquery()
+    )
+
+
+def effective_plan_id(own_scope: Any, artist_scope: Any) -> ColumnElement[int]:
+    """The id of the plan that applies to a sale: the content item's own latest plan if it
+    has one, else its artist's latest (two index lookups, whatever the number of plans)."""
+    return func.coalesce(latest_plan_id(own_scope), latest_plan_id(artist_scope))
 
 
 def effective_plan(session: Session, *, artist_id: str, content_id: str) -> RewardPlan:
     """The content item's own latest plan if it has one, else its artist's latest."""
-    own = content_scope(content_id)
-    plan = session.scalars(
-        select(RewardPlan)
-        .where(RewardPlan.scope.in_((own, artist_scope(artist_id))))
-        .order_by(case((RewardPlan.scope == own, 0), else_=1), RewardPlan.version.desc())
-        .limit(1)
-    ).first()
+    plan = session.scalar(
+        select(RewardPlan).where(
+            RewardPlan.id == effective_plan_id(content_scope(content_id), artist_scope(artist_id))
+        )
+    )
     if plan is None:  # every artist gets version 1 at creation; this is a broken database
         raise PlanError(f"artist {artist_id} has no reward plan")
     return plan

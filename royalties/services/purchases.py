@@ -26,7 +26,6 @@ from sqlalchemy import (
     and_,
     bindparam,
     exists,
-    func,
     insert,
     literal,
     null,
@@ -252,18 +251,8 @@ def _sale_facts_query(buyer_kind: str) -> Select[Any]:
     costs more than running it, and a built statement keeps its cache key."""
     own_scope, code = bindparam("own_scope", type_=String), bindparam("code", type_=String)
 
-    def latest_plan(scope: Any) -> Any:  # an index scan on (scope, version), backwards
-        return (
-            select(RewardPlan.id)
-            .where(RewardPlan.scope == scope)
-            .order_by(RewardPlan.version.desc())
-            .limit(1)
-            .correlate(Content)
-            .scalar_subquery()
-        )
-
-    plan_id = func.coalesce(
-        latest_plan(own_scope), latest_plan(literal(plans.artist_scope("")) + Content.artist_id)
+    plan_id = plans.effective_plan_id(
+        own_scope, literal(plans.artist_scope("")) + Content.artist_id
     )
     link_owner = (
         select(ShareLink.fan_id)

@@ -41,21 +41,6 @@ def record(
     return n
 
 
-def flagged(session: Session, *, fan_ids: Iterable[str], code: str | None) -> set[str]:
-    """Which of these fans (and the link ``code``) carry a fan- or link-level signal."""
-    subjects = [*fan_ids, *([code] if code else [])]
-    if not subjects:
-        return set()
-    return set(
-        session.scalars(
-            select(FraudSignal.subject_id).where(
-                FraudSignal.subject_type.in_(("fan", "link")),
-                FraudSignal.subject_id.in_(subjects),
-            )
-        )
-    )
-
-
 def check_signup_farm(
     session: Session, sponsor_id: str, config: fraud.FraudConfig, now: datetime
 ) -> None:
