@@ -182,8 +182,7 @@ def _json_rows_insert(dialect: str, table: Table, columns: tuple[str, ...], or_i
         .render_derived(name="r", with_types=True)
     )
     source = select(*(record.c[name] for name in columns))
-    stmt = insert_or_ignore(dialect, table) if or_ignore else insert(table)
-    return stmt.from_select(columns, source)
+    return _rows_insert(dialect, table, or_ignore).from_select(columns, source)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -41,6 +41,7 @@ from royalties.models import IdempotencyRecord
 
 MAX_KEY_LENGTH = 255
 STALE_AFTER = timedelta(minutes=5)
+_IN_FLIGHT = "a request with this Idempotency-Key is still being processed"
 
 
 @dataclass(frozen=True)
@@ -93,7 +94,7 @@ def claim(
     params = {"client_id": client_id, "key": key, "lock": f"{client_id}\x1f{key}"}
     row = conn.execute(_lookup(conn.dialect.name), params).one()
     if not row.free:
-        raise IdempotencyInFlight("a request with this Idempotency-Key is still being processed")
+        raise IdempotencyInFlight(_IN_FLIGHT)
     if row.id is not None:
         if row.scope != scope or row.request_hash != request_hash:
             raise IdempotencyKeyReused(
@@ -102,9 +103,7 @@ def claim(
         if row.state == "done":
             return Replay(row.response_status, row.response_body)
         if row.created_at >= now - STALE_AFTER:
-            raise IdempotencyInFlight(
-                "a request with this Idempotency-Key is still being processed"
-            )
+            raise IdempotencyInFlight(_IN_FLIGHT)
         # An abandoned claim of an older version's crashed process: this request takes over.
         conn.execute(
             delete(table(IdempotencyRecord)).where(

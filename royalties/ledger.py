@@ -17,8 +17,9 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
-from sqlalchemy import func, insert, select
+from sqlalchemy import ScalarSelect, func, insert, select
 from sqlalchemy.orm import Session
 
 from royalties.db import insert_rows, table, utcnow
@@ -80,8 +81,13 @@ def post(
     )
     txn_id: int = conn.execute(
         _INSERT_TRANSACTION,
-        {"kind": kind, "ref": ref, "currency": currency, "memo": memo[:200]}
-        | {"created_at": utcnow()},
+        {
+            "kind": kind,
+            "ref": ref,
+            "currency": currency,
+            "memo": memo[:200],
+            "created_at": utcnow(),
+        },
     ).scalar_one()
     insert_rows(
         conn,
@@ -130,12 +136,18 @@ def fan_balances(session: Session, fan_id: str) -> list[FanBalance]:
 
 
 def balance(session: Session, kind: str, owner_id: str, currency: str) -> int:
-    total = session.scalar(
-        select(func.coalesce(func.sum(LedgerEntry.amount), 0)).where(
-            LedgerEntry.account_id == account_id(kind, owner_id, currency)
-        )
-    )
+    total = session.scalar(select(balance_of(account_id(kind, owner_id, currency))))
     return int(total or 0)
+
+
+def balance_of(account: Any) -> ScalarSelect[Any]:
+    """An account's balance, the sum of its entries, as a subquery (``account`` may be a
+    bind parameter): for statements that read it with other things in one round trip."""
+    return (
+        select(func.coalesce(func.sum(LedgerEntry.amount), 0))
+        .where(LedgerEntry.account_id == account)
+        .scalar_subquery()
+    )
 
 
 def check(session: Session) -> list[str]:

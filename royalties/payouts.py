@@ -63,9 +63,7 @@ _OPEN_PAYOUT_AND_AVAILABLE = select(
     )
     .limit(1)
     .scalar_subquery(),
-    select(func.coalesce(func.sum(LedgerEntry.amount), 0))
-    .where(LedgerEntry.account_id == bindparam("account_id"))
-    .scalar_subquery(),
+    ledger.balance_of(bindparam("account_id")),
 )
 
 
