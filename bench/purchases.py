@@ -8,11 +8,14 @@ For SQLite (a temp file) and PostgreSQL (a fresh database, dropped at the end) t
    share link of the last fan and a buyer outside the chain: every sale earns five rewards;
 2. sends ``POST /v1/purchases`` from C concurrent keep-alive clients for a fixed wall
    time (and at most ``--max-requests``), each answer checked to be 201 with 5 rewards;
-3. stops the server, then has C threads write, with the bare driver, the rows one API
+3. restarts gunicorn with ``bench/floor_app.py``, a Flask route that only has the bare
+   driver write a purchase's rows (step 4), and loads it the same way: the floor that no
+   implementation of the endpoint on this stack and machine can beat;
+4. stops the server, then has C threads write, with the bare driver, the rows one API
    purchase writes (copied from a real one: purchase, rewards, account upsert, ledger
    transaction, entries, the idempotency record, in one transaction; the reads an API
    purchase makes first are not mirrored, so raw SQL has less work than the API);
-4. checks that purchases in the database == 201 answers and that the ledger sums to
+5. checks that purchases in the database == 201 answers and that the ledger sums to
    zero, and prints a table against the targets.
 
 Run: ``.venv/bin/python bench/purchases.py [--seconds 10] [--clients 16] [--workers 2]
@@ -393,6 +396,18 @@ class PostgresDatabase(Database):
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}" WITH (FORCE)')
 
 
+def attach(url: str) -> Database:
+    """The benchmark database at ``url``, made by another process (the floor app's)."""
+    db: Database
+    if url.startswith("sqlite:///"):
+        db = object.__new__(SqliteDatabase)
+        db.path = url.removeprefix("sqlite:///")
+    else:
+        db = object.__new__(PostgresDatabase)
+    db.url = url
+    return db
+
+
 def cli(db: Database, *args: str) -> str:
     env = {**os.environ, "DATABASE_URL": db.url}
     done = subprocess.run(
@@ -460,7 +475,8 @@ class RawPurchase:
         for row in (self.txn, self.record, *self.entries):
             row.pop("id")
         self.old_id = purchase_id
-        self.response = json.dumps(self.record.pop("response_body"))
+        stored = self.record.pop("response_body")  # jsonb on PostgreSQL, JSON text on SQLite
+        self.response = stored if isinstance(stored, str) else json.dumps(stored)
         self.sql = {
             "purchase": self._insert("purchases", self.purchase, 1),
             "rewards": self._insert("rewards", self.rewards[0], len(self.rewards)),
@@ -490,7 +506,8 @@ class RawPurchase:
             f"1 ledger txn, {len(self.entries)} entries, 1 idempotency record; 1 commit"
         )
 
-    def write_one(self, conn: Any, tag: str) -> None:
+    def write_one(self, conn: Any, tag: str) -> str:
+        """Writes one purchase in one transaction; returns its response body."""
         db, now = self.db, datetime.now(UTC).replace(tzinfo=None)
         stamp = now if db.name == "postgresql" else now.isoformat(sep=" ")
         new_id = f"pur_{tag}"
@@ -526,6 +543,7 @@ class RawPurchase:
         record = dict(self.record, key=f"raw-{tag}", response_body=body)
         assert conn.execute(self.sql["record"], fresh(record)).fetchone() is not None
         conn.commit()
+        return body
 
 
 def run_raw(mirror: RawPurchase, clients: int, seconds: float, max_requests: int) -> RawResult:
@@ -584,16 +602,24 @@ def free_port() -> int:
 
 
 @contextlib.contextmanager
-def server(db: Database, workers: int, extra: str, log: Path) -> Iterator[tuple[int, int]]:
-    """``royalties serve`` (or gunicorn itself when ``extra`` flags are given); killed on exit."""
+def server(
+    db: Database, workers: int, extra: str, log: Path, floor_of: str = ""
+) -> Iterator[tuple[int, int]]:
+    """``royalties serve`` (or gunicorn itself when ``extra`` flags are given); killed on
+    exit. With ``floor_of`` (a purchase id), the floor app copying that purchase instead."""
     port = free_port()
     bind = f"127.0.0.1:{port}"
-    if extra:
-        cmd = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
-        cmd += ["--access-logfile", "-", *shlex.split(extra), "wsgi:app"]
+    env = {**SERVER_ENV, **os.environ, "DATABASE_URL": db.url}
+    # The command ``royalties serve`` runs (api/cli.py), but for the flags and the app.
+    cmd = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
+    cmd += ["--access-logfile", "-", *shlex.split(extra)]
+    if floor_of:
+        env.update(BENCH_DB_URL=db.url, BENCH_PURCHASE_ID=floor_of)
+        cmd += ["--pythonpath", str(Path(__file__).resolve().parent), "floor_app:app"]
+    elif extra:
+        cmd += ["wsgi:app"]
     else:
         cmd = [str(BIN / "royalties"), "serve", "--bind", bind, "--workers", str(workers)]
-    env = {**SERVER_ENV, **os.environ, "DATABASE_URL": db.url}
     with log.open("wb") as out:
         proc = subprocess.Popen(  # cwd: wsgi:app is found on sys.path, as when installed
             cmd,
@@ -642,62 +668,65 @@ class Figures:
     p90: float = float("nan")
     p99: float = float("nan")
     raw_rps: float = float("nan")
+    floor_rps: float = float("nan")
     checks: list[str] = field(default_factory=list)
     failed: str = ""
 
 
-def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], None]) -> Figures:
-    fig = Figures(db.name)
-    cli(db, "db", "upgrade")
-    admin_key = cli(db, "admin-key", "create").strip().splitlines()[-1]
-    log = Path(tempfile.mkdtemp(prefix="roy_bench_log_")) / f"{db.name}-server.log"
-    with server(db, args.workers, args.gunicorn, log) as (port, server_pid):
-        fx = build_fixture(port, admin_key)
-        how = f"gunicorn {args.gunicorn}" if args.gunicorn else "royalties serve"
-        out(f"server: {how} --workers {args.workers} (log {log})")
-        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
-        status, first = call(
-            conn, "POST", "/v1/purchases", json.loads(fx.body), fx.storefront_key,
-            {"Idempotency-Key": "warm-up-0"},
-        )  # fmt: skip
-        conn.close()
-        if status != 201 or len(first["rewards"]) != LEVELS:
-            raise RuntimeError(f"first purchase -> {status}: {first}")
-        warm, _ = run_load(port, fx, args.clients, args.client_procs, 1.0, args.max_requests)
-        warm_ok = 1 + warm.ok
+@dataclass
+class Phase:
+    ok: int
+    rps: float
+    p50: float
+    p90: float
+    p99: float
 
-        workers = child_pids(server_pid)
-        spies = start_py_spy(args.py_spy, db.name, workers, args.seconds)
-        pids = workers + db.backend_pids()
-        cpu0: dict[int, float] = {}
-        machine0: list[float] = []
 
-        def sample() -> None:  # at the moment the clients start
-            cpu0.update({pid: proc_cpu(pid) for pid in pids})
-            machine0[:] = machine_busy()
+def load_phase(
+    db: Database,
+    args: argparse.Namespace,
+    fx: Fixture,
+    running: tuple[int, int],
+    label: str,
+    out: Callable[[str], None],
+    spy: str = "",
+) -> Phase:
+    """A one-second warm-up, then the measured run against the server on ``running``
+    (port, pid), with the CPU each side used."""
+    port, server_pid = running
+    warm, _ = run_load(port, fx, args.clients, args.client_procs, 1.0, args.max_requests)
+    workers = child_pids(server_pid)
+    spies = start_py_spy(spy, db.name, workers, args.seconds)
+    pids = workers + db.backend_pids()
+    cpu0: dict[int, float] = {}
+    machine0: list[float] = []
 
-        result, wall = run_load(
-            port, fx, args.clients, args.client_procs, args.seconds, args.max_requests, sample
-        )
-        busy1, total1 = machine_busy()
-        backends = db.backend_pids()
-        server_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in workers)
-        db_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in backends)
-        for spy in spies:
-            spy.wait()
+    def sample() -> None:  # at the moment the clients start
+        cpu0.update({pid: proc_cpu(pid) for pid in pids})
+        machine0[:] = machine_busy()
+
+    result, wall = run_load(
+        port, fx, args.clients, args.client_procs, args.seconds, args.max_requests, sample
+    )
+    busy1, total1 = machine_busy()
+    backends = db.backend_pids()
+    server_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in workers)
+    db_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in backends)
+    for process in spies:
+        process.wait()
     lat = sorted(result.latencies)
-    fig.http_rps = result.ok / wall
-    fig.p50, fig.p90, fig.p99 = (percentile(lat, q) * 1000 for q in (0.5, 0.9, 0.99))
+    p50, p90, p99 = (percentile(lat, q) * 1000 for q in (0.5, 0.9, 0.99))
+    phase = Phase(warm.ok + result.ok, result.ok / wall, p50, p90, p99)
     errors = sum(result.errors.values())
     out(
-        f"HTTP  {args.clients} clients in {args.client_procs} process(es), {wall:.1f} s: "
+        f"{label} {args.clients} clients in {args.client_procs} process(es), {wall:.1f} s: "
         f"{result.ok} x 201 with {LEVELS} rewards, {errors} errors {dict(result.errors) or ''}"
     )
     if result.first_error:
         out(f"      first error: {result.first_error}")
     out(
-        f"      {fig.http_rps:.0f} purchases/s   p50 {fig.p50:.1f} ms   p90 {fig.p90:.1f} ms   "
-        f"p99 {fig.p99:.1f} ms   max {(lat[-1] * 1000 if lat else 0):.1f} ms"
+        f"      {phase.rps:.0f} purchases/s   p50 {p50:.1f} ms   p90 {p90:.1f} ms   "
+        f"p99 {p99:.1f} ms   max {(lat[-1] * 1000 if lat else 0):.1f} ms"
     )
     cores = lambda sec: sec / wall  # noqa: E731
     db_part = f", postgres backends {cores(db_cpu):.2f}" if db.name == "postgresql" else ""
@@ -712,17 +741,51 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
     if result.ok:
         per = f"; postgres {db_cpu / result.ok * 1000:.2f} ms" if db_part else ""
         out(f"      CPU per purchase: gunicorn {server_cpu / result.ok * 1000:.2f} ms{per}")
+    return phase
 
-    purchases = scalar(db, "SELECT count(*) FROM purchases")
-    verdict = "OK" if purchases == warm_ok + result.ok else "MISMATCH"
-    fig.checks.append(f"purchases {verdict}")
-    out(
-        f"check purchases in database {purchases} vs 201 answers {warm_ok + result.ok} "
-        f"(incl. {warm_ok} warm-up): {verdict}"
-    )
+
+def count_check(
+    db: Database, what: str, against: str, expected: int, before: int, out: Callable[[str], None]
+) -> str:
+    """Purchases the database gained since ``before`` == what the phase says it made."""
+    made = scalar(db, "SELECT count(*) FROM purchases") - before
+    verdict = "OK" if made == expected else "MISMATCH"
+    out(f"check {what}: purchases in database {made} vs {against} {expected}: {verdict}")
+    return f"{what} {verdict}"
+
+
+def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], None]) -> Figures:
+    fig = Figures(db.name)
+    cli(db, "db", "upgrade")
+    admin_key = cli(db, "admin-key", "create").strip().splitlines()[-1]
+    logs = Path(tempfile.mkdtemp(prefix="roy_bench_log_"))
+    with server(db, args.workers, args.gunicorn, logs / f"{db.name}-server.log") as running:
+        port = running[0]
+        fx = build_fixture(port, admin_key)
+        how = f"gunicorn {args.gunicorn}" if args.gunicorn else "royalties serve"
+        out(f"server: {how} --workers {args.workers} (log {logs})")
+        conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+        status, first = call(
+            conn, "POST", "/v1/purchases", json.loads(fx.body), fx.storefront_key,
+            {"Idempotency-Key": "warm-up-0"},
+        )  # fmt: skip
+        conn.close()
+        if status != 201 or len(first["rewards"]) != LEVELS:
+            raise RuntimeError(f"first purchase -> {status}: {first}")
+        phase = load_phase(db, args, fx, running, "HTTP ", out, spy=args.py_spy)
+        fig.http_rps, fig.p50, fig.p90, fig.p99 = phase.rps, phase.p50, phase.p90, phase.p99
+    before = scalar(db, "SELECT count(*) FROM purchases")
+    fig.checks.append(count_check(db, "purchases", "201 answers", 1 + phase.ok, 0, out))
+
+    if not args.no_floor:
+        log = logs / f"{db.name}-floor.log"
+        with server(db, args.workers, args.gunicorn, log, floor_of=first["id"]) as running:
+            floor = load_phase(db, args, fx, running, "floor", out)
+        fig.floor_rps = floor.rps
+        fig.checks.append(count_check(db, "floor", "201 answers", floor.ok, before, out))
+        before += floor.ok
 
     mirror = RawPurchase(db, first["id"])
-    before = purchases
     raw = run_raw(mirror, args.clients, args.raw_seconds or args.seconds, args.max_requests)
     fig.raw_rps = raw.done / raw.wall
     out(
@@ -732,16 +795,14 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
     )
     out(f"      per purchase: {mirror.rows_per_purchase()}")
     if raw.done:
-        per = f", postgres {raw.db_cpu / raw.done * 1000:.2f} ms" if db_part else ""
+        pg = db.name == "postgresql"
+        per = f", postgres {raw.db_cpu / raw.done * 1000:.2f} ms" if pg else ""
         out(
             f"      CPU per purchase: driver threads {raw.client_cpu / raw.done * 1000:.2f} ms{per}"
         )
     for message, n in raw.errors.most_common(3):
         out(f"      error x{n}: {message}")
-    raw_rows = scalar(db, "SELECT count(*) FROM purchases") - before
-    verdict = "OK" if raw_rows == raw.done else "MISMATCH"
-    fig.checks.append(f"raw {verdict}")
-    out(f"check raw purchases in database {raw_rows} vs commits {raw.done}: {verdict}")
+    fig.checks.append(count_check(db, "raw", "commits", raw.done, before, out))
     fig.checks.append(ledger_check(db, out))
     return fig
 
@@ -810,6 +871,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--clients", type=int, default=16, help="concurrent clients / threads")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers")
     parser.add_argument("--only", choices=("sqlite", "postgres"))
+    parser.add_argument(
+        "--no-floor", action="store_true", help="skip the floor app (bench/floor_app.py) phase"
+    )
     parser.add_argument("--max-requests", type=int, default=200_000, help="hard cap per phase")
     parser.add_argument(
         "--client-procs", type=int, default=2, help="processes the HTTP clients are spread over"
@@ -865,12 +929,12 @@ def print_table(
         f"{args.seconds:g} s per database; targets on PostgreSQL: >= {TARGET_RPS} purchases/s "
         f"over HTTP, p99 < {TARGET_P99_MS:g} ms, HTTP >= {TARGET_SHARE:.0%} of raw SQL"
     )
-    head = ("database", "HTTP purchases/s", "p50 ms", "p99 ms", "raw SQL purchases/s",
-            "HTTP % of raw", "checks")  # fmt: skip
+    head = ("database", "HTTP purchases/s", "p50 ms", "p99 ms", "floor purchases/s",
+            "raw SQL purchases/s", "HTTP % of floor", "HTTP % of raw", "checks")  # fmt: skip
     rows = [head]
     for f in figures:
         if f.failed:
-            rows.append((f.name, "failed", "", "", "", "", f.failed[:60]))
+            rows.append((f.name, "failed", *[""] * (len(head) - 3), f.failed[:60]))
             continue
         share = f.http_rps / f.raw_rps if f.raw_rps else float("nan")
         pg = f.name == "postgresql"
@@ -879,7 +943,9 @@ def print_table(
             f"{f.http_rps:.0f}{mark(pg, f.http_rps >= TARGET_RPS)}",
             f"{f.p50:.1f}",
             f"{f.p99:.1f}{mark(pg, f.p99 < TARGET_P99_MS)}",
+            f"{f.floor_rps:.0f}",
             f"{f.raw_rps:.0f}",
+            f"{f.http_rps / f.floor_rps:.0%}",
             f"{share:.0%}{mark(pg, share >= TARGET_SHARE)}",
             ", ".join(f.checks),
         ))  # fmt: skip
