@@ -5,12 +5,15 @@
 - Timestamps are stored as naive UTC and always handed out timezone-aware (UTC).
 - SQLite gets foreign keys on, WAL and a busy timeout, so the embedded default behaves
   like a real database under a few concurrent writers.
+- A server database's pooled connection is pinged before reuse only when it sat idle
+  (see ``make_engine``).
 - Services receive a ``Session`` and own commit/rollback; nothing here commits.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from functools import lru_cache
@@ -22,6 +25,7 @@ from sqlalchemy import (
     DateTime,
     Integer,
     MetaData,
+    PoolProxiedConnection,
     String,
     Table,
     bindparam,
@@ -33,7 +37,9 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
+from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
 
 DEFAULT_DATABASE_URL = "sqlite:///royalties.db"
@@ -88,8 +94,22 @@ def is_sqlite(url_or_engine: str | Engine) -> bool:
     return url_or_engine.startswith("sqlite")
 
 
-def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
-    """An engine for ``url`` with the per-dialect settings this project relies on."""
+# A pooled server connection unused for longer than this is pinged before it is handed out.
+IDLE_PING_SECONDS = 10.0
+
+
+def make_engine(
+    url: str | None = None, *, idle_ping_seconds: float = IDLE_PING_SECONDS, **kwargs: Any
+) -> Engine:
+    """An engine for ``url`` with the per-dialect settings this project relies on.
+
+    Server databases: a pooled connection idle for over ``idle_ping_seconds`` is pinged
+    at checkout and replaced if dead (a restarted server, a dropped idle connection).
+    SQLAlchemy's ``pool_pre_ping`` would ping before every checkout: one more round trip
+    on every request, most of them reusing a connection used milliseconds ago. A
+    connection that dies while in steady use fails the one statement that finds out;
+    SQLAlchemy then invalidates it and every older pooled connection, so the next
+    checkout reconnects (tests/integration/test_connection_health.py)."""
     url = database_url(url)
     if is_sqlite(url):
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
@@ -99,14 +119,37 @@ def make_engine(url: str | None = None, **kwargs: Any) -> Engine:
         # pragmas cost a third of a purchase's CPU when every request opened its own.
         # Locking does not depend on it: each transaction takes the write lock up front.
     else:
-        kwargs.setdefault("pool_pre_ping", True)
         kwargs.setdefault("pool_size", 10)
         kwargs.setdefault("max_overflow", 20)
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
+    elif not kwargs.get("pool_pre_ping"):
+        event.listen(engine, "checkin", _stamp_checkin)
+        event.listen(engine, "checkout", _ping_if_idle(engine.dialect, idle_ping_seconds))
     return engine
+
+
+def _stamp_checkin(_dbapi_connection: Any, record: ConnectionPoolEntry) -> None:
+    record.info["checked_in_at"] = time.monotonic()
+
+
+def _ping_if_idle(dialect: Dialect, idle_seconds: float) -> Any:
+    def ping(
+        dbapi_connection: Any, record: ConnectionPoolEntry, _proxy: PoolProxiedConnection
+    ) -> None:
+        checked_in_at = record.info.get("checked_in_at")
+        if checked_in_at is None or time.monotonic() - checked_in_at <= idle_seconds:
+            return  # new, or used moments ago
+        try:
+            dialect.do_ping(dbapi_connection)
+            dbapi_connection.rollback()  # hand it out outside a transaction, as found
+        except dialect.loaded_dbapi.Error as exc:
+            # The pool discards this connection and checks out (or opens) another.
+            raise DisconnectionError(f"idle connection is gone: {exc}") from exc
+
+    return ping
 
 
 def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
