@@ -43,7 +43,7 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
             item.add_marker(skip)
 
 
-def _admin_engine() -> Engine:
+def admin_engine() -> Engine:
     url = make_url(database_url(_SERVER_URL))
     return create_engine(url, isolation_level="AUTOCOMMIT", poolclass=None)
 
@@ -56,7 +56,7 @@ def _template(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield str(path)
         return
     name = f"roy_t_tmpl_{uuid.uuid4().hex[:8]}"
-    admin = _admin_engine()
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}"'))
     url = make_url(database_url(_SERVER_URL)).set(database=name)
@@ -76,7 +76,7 @@ def db_url(_template: str, tmp_path: Any) -> Iterator[str]:
         yield f"sqlite:///{path}"
         return
     name = f"roy_t_{os.getpid()}_{next(_counter)}"
-    admin = _admin_engine()
+    admin = admin_engine()
     with admin.connect() as conn:
         conn.execute(text(f'CREATE DATABASE "{name}" TEMPLATE "{_template}"'))
     try:

@@ -11,18 +11,18 @@ import time
 from collections.abc import Iterator
 
 import pytest
-from sqlalchemy import Engine, create_engine, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Engine, text
 from sqlalchemy.exc import OperationalError
 
 from royalties.db import make_engine
+from tests.conftest import admin_engine
 
 pytestmark = pytest.mark.postgres
 
 
 @pytest.fixture
-def admin(db_url: str) -> Iterator[Engine]:
-    eng = create_engine(make_url(db_url), isolation_level="AUTOCOMMIT", poolclass=None)
+def admin() -> Iterator[Engine]:
+    eng = admin_engine()
     yield eng
     eng.dispose()
 
