@@ -327,9 +327,14 @@ class SqliteDatabase(Database):
     name = "sqlite"
     placeholder = "?"
 
-    def __init__(self) -> None:
-        self.dir = tempfile.mkdtemp(prefix="roy_bench_")
-        self.path = os.path.join(self.dir, "bench.db")
+    def __init__(self, url: str = "") -> None:
+        """A new file in a temp folder, or the one at ``url`` (made by another process)."""
+        if url:
+            self.path = url.removeprefix("sqlite:///")
+            self.dir = os.path.dirname(self.path)
+        else:
+            self.dir = tempfile.mkdtemp(prefix="roy_bench_")
+            self.path = os.path.join(self.dir, "bench.db")
         self.url = f"sqlite:///{self.path}"
 
     def connect(self) -> Any:
@@ -355,14 +360,17 @@ class PostgresDatabase(Database):
     name = "postgresql"
     placeholder = "%s"
 
-    def __init__(self) -> None:
+    def __init__(self, url: str = "") -> None:
+        """A fresh database, or the one at ``url`` (made by another process)."""
         import psycopg
 
-        self.dbname = f"roy_bench_{os.getpid()}"
+        self.dbname = url.rsplit("/", 1)[1] if url else f"roy_bench_{os.getpid()}"
+        self.url = f"{PG_SERVER}/{self.dbname}"
+        if url:
+            return
         with psycopg.connect(f"{PG_SERVER}/postgres", autocommit=True) as conn:
             conn.execute(f'DROP DATABASE IF EXISTS "{self.dbname}"')
             conn.execute(f'CREATE DATABASE "{self.dbname}"')
-        self.url = f"{PG_SERVER}/{self.dbname}"
 
     def connect(self) -> Any:
         import psycopg
@@ -398,14 +406,7 @@ class PostgresDatabase(Database):
 
 def attach(url: str) -> Database:
     """The benchmark database at ``url``, made by another process (the floor app's)."""
-    db: Database
-    if url.startswith("sqlite:///"):
-        db = object.__new__(SqliteDatabase)
-        db.path = url.removeprefix("sqlite:///")
-    else:
-        db = object.__new__(PostgresDatabase)
-    db.url = url
-    return db
+    return SqliteDatabase(url) if url.startswith("sqlite:") else PostgresDatabase(url)
 
 
 def cli(db: Database, *args: str) -> str:
@@ -746,12 +747,13 @@ def load_phase(
 
 def count_check(
     db: Database, what: str, against: str, expected: int, before: int, out: Callable[[str], None]
-) -> str:
-    """Purchases the database gained since ``before`` == what the phase says it made."""
-    made = scalar(db, "SELECT count(*) FROM purchases") - before
-    verdict = "OK" if made == expected else "MISMATCH"
-    out(f"check {what}: purchases in database {made} vs {against} {expected}: {verdict}")
-    return f"{what} {verdict}"
+) -> tuple[str, int]:
+    """Purchases the database gained since it held ``before`` == what the phase says it
+    made; returns the verdict and the count now, the next phase's ``before``."""
+    now = scalar(db, "SELECT count(*) FROM purchases")
+    verdict = "OK" if now - before == expected else "MISMATCH"
+    out(f"check {what}: purchases in database {now - before} vs {against} {expected}: {verdict}")
+    return f"{what} {verdict}", now
 
 
 def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], None]) -> Figures:
@@ -774,16 +776,16 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
             raise RuntimeError(f"first purchase -> {status}: {first}")
         phase = load_phase(db, args, fx, running, "HTTP ", out, spy=args.py_spy)
         fig.http_rps, fig.p50, fig.p90, fig.p99 = phase.rps, phase.p50, phase.p90, phase.p99
-    before = scalar(db, "SELECT count(*) FROM purchases")
-    fig.checks.append(count_check(db, "purchases", "201 answers", 1 + phase.ok, 0, out))
+    verdict, before = count_check(db, "purchases", "201 answers", 1 + phase.ok, 0, out)
+    fig.checks.append(verdict)
 
     if not args.no_floor:
         log = logs / f"{db.name}-floor.log"
         with server(db, args.workers, args.gunicorn, log, floor_of=first["id"]) as running:
             floor = load_phase(db, args, fx, running, "floor", out)
         fig.floor_rps = floor.rps
-        fig.checks.append(count_check(db, "floor", "201 answers", floor.ok, before, out))
-        before += floor.ok
+        verdict, before = count_check(db, "floor", "201 answers", floor.ok, before, out)
+        fig.checks.append(verdict)
 
     mirror = RawPurchase(db, first["id"])
     raw = run_raw(mirror, args.clients, args.raw_seconds or args.seconds, args.max_requests)
@@ -802,7 +804,7 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
         )
     for message, n in raw.errors.most_common(3):
         out(f"      error x{n}: {message}")
-    fig.checks.append(count_check(db, "raw", "commits", raw.done, before, out))
+    fig.checks.append(count_check(db, "raw", "commits", raw.done, before, out)[0])
     fig.checks.append(ledger_check(db, out))
     return fig
 
