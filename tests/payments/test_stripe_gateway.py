@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 
@@ -37,6 +38,11 @@ def account_id(fake_stripe: FakeStripe) -> str:
     return str(fake_stripe.create_account(payouts_enabled=True)["id"])
 
 
+class _NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args: object, **kwargs: object) -> None:
+        return None
+
+
 def posts(fake: FakeStripe, path: str) -> list[dict[str, object]]:
     return [r for r in fake.requests if r["method"] == "POST" and r["path"] == path]
 
@@ -58,8 +64,14 @@ def test_an_express_account_is_created_retrieved_and_onboarded_through_its_link(
     url = gateway.create_account_link(
         account_id=account.id, refresh_url="https://app/r", return_url="https://app/done"
     )
-    assert url == f"{fake_stripe.url}/onboarding/{account.id}"
-    urllib.request.urlopen(url, timeout=5).close()
+    assert url.startswith(f"{fake_stripe.url}/connect/link/")
+    with urllib.request.urlopen(url, timeout=5) as page:  # the fan's browser opens the link
+        assert b"Agree and submit" in page.read()
+    assert gateway.retrieve_account(account.id).payouts_enabled is False
+    submit = urllib.request.Request(f"{url}/complete", data=b"", method="POST")
+    with pytest.raises(urllib.error.HTTPError) as back:  # a 302, not followed
+        urllib.request.build_opener(_NoRedirect).open(submit, timeout=5)
+    assert (back.value.code, back.value.headers["Location"]) == (302, "https://app/done")
     assert gateway.retrieve_account(account.id).payouts_enabled is True
 
 
@@ -148,7 +160,7 @@ def test_a_closed_port_is_uncertain() -> None:
         StripeGateway("sk_test_x", url, timeout_seconds=1).retrieve_account("acct_1")
 
 
-@pytest.mark.parametrize("failure", [500, "timeout"])
+@pytest.mark.parametrize("failure", ["timeout", "drop"])
 def test_a_retry_after_an_ambiguous_failure_returns_the_one_transfer_made(
     fake_stripe: FakeStripe, account_id: str, failure: int | str
 ) -> None:
@@ -161,6 +173,17 @@ def test_a_retry_after_an_ambiguous_failure_returns_the_one_transfer_made(
     retried = pay(gateway, account_id)
 
     assert retried.id == fake_stripe.transfers[0]["id"]
+    assert len(fake_stripe.transfers) == 1
+
+
+def test_a_retry_after_a_saved_500_gets_the_500_again_while_the_transfer_exists(
+    fake_stripe: FakeStripe, account_id: str
+) -> None:
+    gateway = StripeGateway("sk_test_x", fake_stripe.url, timeout_seconds=0.5)
+    fake_stripe.fail_after_create("transfers", 500)
+    for _ in range(2):  # Stripe saved the 500 as the key's result: retries replay it
+        with pytest.raises(PaymentUncertain):
+            pay(gateway, account_id)
     assert len(fake_stripe.transfers) == 1
 
 
@@ -188,7 +211,7 @@ def test_a_destination_that_cannot_receive_transfers_is_declined(
     fake_stripe: FakeStripe, gateway: StripeGateway
 ) -> None:
     not_onboarded = fake_stripe.create_account(payouts_enabled=False)["id"]
-    with pytest.raises(PaymentDeclined, match="transfers capability"):
+    with pytest.raises(PaymentDeclined, match="capabilities enabled: transfers"):
         pay(gateway, not_onboarded)
 
 
