@@ -58,7 +58,8 @@ payout logic depends on it (none of it is kinder than Stripe):
 
 Knobs (methods on :class:`FakeStripe`, and controls over HTTP / :class:`RemoteFake`).
 ``endpoint`` is the resource: "accounts", "account_links", "balance", "transfers",
-"reversals"; each fault applies to the next ``count`` calls:
+"reversals"; each fault applies to the next ``count`` calls that reach the endpoint (a
+replay of a saved answer, a 409, a 429 or a 401 does not reach it):
 
 * ``fail_next(endpoint, status, count=1, message="")`` -- answer ``status`` without
   doing anything: a 5xx is Stripe failing during execution (nothing is created, the
