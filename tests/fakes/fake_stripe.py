@@ -267,6 +267,7 @@ class _Fault:
     message: str = "Injected failure from FakeStripe"
     after_create: bool = False
     seconds: float = 0.0
+    code: str | None = None
 
 
 @dataclass
@@ -371,9 +372,16 @@ class FakeStripe:
             self.platform_country = self._default_country
 
     def fail_next(
-        self, endpoint: str, status: int | str, count: int = 1, message: str = ""
+        self,
+        endpoint: str,
+        status: int | str,
+        count: int = 1,
+        message: str = "",
+        code: str | None = None,
     ) -> None:
-        fault = _Fault(status, count, message or f"Injected {status} from FakeStripe")
+        """``endpoint``: a resource ("transfers"), or one method of it ("GET transfers":
+        the list and retrieve calls only). ``code``: the error code to answer with."""
+        fault = _Fault(status, count, message or f"Injected {status} from FakeStripe", code=code)
         self._add_fault(endpoint, fault)
 
     def fail_after_create(self, endpoint: str, status: int | str = 500, count: int = 1) -> None:
@@ -478,13 +486,14 @@ class FakeStripe:
         with self._lock:
             self._faults.setdefault(endpoint, []).append(fault)
 
-    def _take_fault(self, endpoint: str, *, after_create: bool) -> _Fault | None:
-        for fault in self._faults.get(endpoint, []):
-            if fault.after_create == after_create:
-                fault.count -= 1
-                if fault.count <= 0:
-                    self._faults[endpoint].remove(fault)
-                return fault
+    def _take_fault(self, endpoint: str, method: str, *, after_create: bool) -> _Fault | None:
+        for name in (f"{method} {endpoint}", endpoint):  # one method's faults first
+            for fault in self._faults.get(name, []):
+                if fault.after_create == after_create:
+                    fault.count -= 1
+                    if fault.count <= 0:
+                        self._faults[name].remove(fault)
+                    return fault
         return None
 
     def _now(self) -> int:
@@ -626,7 +635,7 @@ class FakeStripe:
         endpoint = sub or resource
         saved: _Response | None = None
         try:
-            fault = self._take_fault(endpoint, after_create=False)
+            fault = self._take_fault(endpoint, method, after_create=False)
             if fault is not None:
                 response = self._fault_response(fault)
                 if isinstance(fault.status, int) and fault.status >= 500:
@@ -647,7 +656,7 @@ class FakeStripe:
                 return response
             response.headers["Idempotency-Key"] = key or ""
             saved = response
-            fault = self._take_fault(endpoint, after_create=True)
+            fault = self._take_fault(endpoint, method, after_create=True)
             if fault is None:
                 return response
             if fault.seconds:
@@ -676,7 +685,8 @@ class FakeStripe:
         if fault.status in ("timeout", "drop"):
             return _Response(hang=fault.status == "timeout", drop=fault.status == "drop")
         status = int(fault.status)
-        failure = StripeFailure(status, fault.message, "rate_limit" if status == 429 else None)
+        code = fault.code or ("rate_limit" if status == 429 else None)
+        failure = StripeFailure(status, fault.message, code)
         return _Response(failure.status, failure.body)
 
     def _route(self, method: str, resource: str, oid: str | None, sub: str | None, p: Json) -> Json:
@@ -684,6 +694,8 @@ class FakeStripe:
             return self._new_account(p)
         if resource == "accounts" and method == "GET" and oid:
             return self._get(self._accounts.get(oid), "account", oid)
+        if resource == "accounts" and method == "GET":
+            return self._page(sorted(self._accounts.values(), key=_newest), p, "accounts")
         if resource == "account_links" and method == "POST" and oid is None:
             return self._new_link(p)
         if resource == "balance" and method == "GET" and oid is None:
@@ -879,6 +891,15 @@ class FakeStripe:
         return copy.deepcopy(transfer)
 
     def _list_transfers(self, p: Json) -> Json:
+        items = sorted(
+            enumerate(self._transfers), key=lambda it: (it[1]["created"], it[0]), reverse=True
+        )
+        rows = [t for _, t in items if _matches(t, p)]
+        return self._page(rows, p, "transfers")
+
+    def _page(self, rows: list[Json], p: Json, what: str) -> Json:
+        """One page of a list, newest first: ``limit`` 1..100, ``created`` bounds, and
+        ``starting_after`` / ``ending_before`` cursors, as every Stripe list takes."""
         limit = _int_param(p.get("limit", "10"), "limit")
         if not 1 <= limit <= 100:
             raise StripeFailure(
@@ -896,15 +917,14 @@ class FakeStripe:
         created = p.get("created", {})
         bounds = created if isinstance(created, dict) else {"eq": created}
         bounds = {op: _int_param(v, f"created[{op}]") for op, v in bounds.items() if op in _OPS}
-        items = sorted(
-            enumerate(self._transfers), key=lambda it: (it[1]["created"], it[0]), reverse=True
-        )
-        rows = [t for _, t in items if _matches(t, p, bounds)]
-        ids = [t["id"] for t in rows]
+        rows = [r for r in rows if all(_OPS[op](r["created"], v) for op, v in bounds.items())]
+        ids = [r["id"] for r in rows]
+        known = self._transfers if what == "transfers" else self._accounts.values()
+        kind = what.removesuffix("s")
         for cursor in ("starting_after", "ending_before"):
-            if cursor in p and self._find_transfer(p[cursor]) is None:
+            if cursor in p and not any(r["id"] == p[cursor] for r in known):
                 raise StripeFailure(
-                    400, f"No such transfer: '{p[cursor]}'", "resource_missing", param=cursor
+                    400, f"No such {kind}: '{p[cursor]}'", "resource_missing", param=cursor
                 )
         if "ending_before" in p:  # the page just newer than the cursor, still newest first
             before = rows[: ids.index(p["ending_before"])] if p["ending_before"] in ids else []
@@ -915,7 +935,7 @@ class FakeStripe:
                 rows = rows[ids.index(p["starting_after"]) + 1 :]
             page = rows[:limit]
             has_more = len(rows) > len(page)
-        return _list(copy.deepcopy(page), "/v1/transfers", has_more=has_more)
+        return _list(copy.deepcopy(page), f"/v1/{what}", has_more=has_more)
 
     def _reverse(self, transfer_id: str, p: Json) -> Json:
         amount_param = p.get("amount")
@@ -1018,11 +1038,12 @@ def _positive_int(value: Any, param: str, required: bool = False) -> int:
     return int(value)
 
 
-def _matches(transfer: Json, p: Json, bounds: dict[str, int]) -> bool:
-    for name in ("destination", "transfer_group"):
-        if name in p and transfer[name] != p[name]:
-            return False
-    return all(_OPS[op](transfer["created"], v) for op, v in bounds.items())
+def _newest(obj: Json) -> tuple[int, str]:
+    return (-obj["created"], obj["id"])
+
+
+def _matches(transfer: Json, p: Json) -> bool:
+    return all(transfer[name] == p[name] for name in ("destination", "transfer_group") if name in p)
 
 
 def _list(data: list[Json], url: str, *, has_more: bool) -> Json:

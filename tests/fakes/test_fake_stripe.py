@@ -763,3 +763,36 @@ def test_every_control_is_reachable_over_http_through_remotefake(fake: FakeStrip
         "set_latency",
         "set_platform_country",
     } <= _CONTROLS
+
+
+def test_connected_accounts_are_listed_newest_first_and_filtered_by_created(
+    fake: FakeStripe, client: stripe.StripeClient
+) -> None:
+    fake.set_clock(1_000_000)
+    old = client.v1.accounts.create({"type": "express", "metadata": {"fan_id": "a"}})
+    fake.advance_clock(60)
+    new = client.v1.accounts.create({"type": "express", "metadata": {"fan_id": "b"}})
+    page = client.v1.accounts.list({"limit": 1})
+    assert [a.id for a in page.data] == [new.id] and page.has_more
+    after = client.v1.accounts.list({"limit": 1, "starting_after": new.id})
+    assert [a.id for a in after.data] == [old.id] and not after.has_more
+    recent = client.v1.accounts.list({"created": {"gte": 1_000_030}})
+    assert [(a.id, a.metadata["fan_id"]) for a in recent.data] == [(new.id, "b")]
+
+
+def test_a_fault_for_one_method_leaves_the_other_method_alone(
+    fake: FakeStripe, client: stripe.StripeClient, acct: str
+) -> None:
+    fake.fail_next("GET transfers", 503)
+    made = pay(client, acct)  # the POST is not the GET the fault waits for
+    assert refused(client.v1.transfers.list).http_status == 503
+    assert [t.id for t in client.v1.transfers.list().data] == [made.id]
+
+
+def test_an_injected_error_can_carry_a_stripe_code(
+    fake: FakeStripe, client: stripe.StripeClient, acct: str
+) -> None:
+    fake.fail_next("POST transfers", 400, code="balance_insufficient")
+    exc = refused(pay, client, acct)
+    assert (exc.http_status, exc.code) == (400, "balance_insufficient")
+    assert fake.transfers == []
