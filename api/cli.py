@@ -91,15 +91,23 @@ def payouts() -> None:
 
 
 @payouts.command("run", help="One payout run, with a progress bar and a summary.")
-def payouts_run() -> None:
+@click.option(
+    "--concurrency",
+    type=click.IntRange(1, 256),
+    default=None,
+    help="transfers in flight at once [default: PAYOUT_CONCURRENCY, or 32]",
+)
+def payouts_run(concurrency: int | None) -> None:
+    """Exit status: 0 when every payable fan was paid; 1 when a payout failed, was left
+    unresolved at Stripe, or was held back because the platform balance was short."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TimeElapsedColumn
     from rich.table import Table
 
-    from api.config import from_env
+    from api.config import from_env, minimums
     from api.extensions import gateway_from_config
     from royalties.errors import RoyaltiesError
-    from royalties.services.payouts import run_payouts
+    from royalties.services.payouts import not_paid_view, run_payouts
 
     _require_schema()
     config = from_env()
@@ -125,20 +133,48 @@ def payouts_run() -> None:
                 else:
                     bar.advance(task, n)
 
-            report = run_payouts(session, gateway, min_payout=config["MIN_PAYOUT"], progress=tick)
+            report = run_payouts(
+                session,
+                gateway,
+                min_payout=minimums(config),
+                progress=tick,
+                concurrency=concurrency or config["PAYOUT_CONCURRENCY"],
+            )
     except RoyaltiesError as exc:
         raise click.ClickException(exc.detail) from None
     finally:
         engine.dispose()
-    table = Table(title=f"Payout run {report.run_id}")
+    out = Console()
+    table = Table(title="Payouts sent")
     table.add_column("state")
     table.add_column("payouts", justify="right")
     for state in ("paid", "submitted", "failed"):
         table.add_row(state, str(report.count(state)))
-    Console().print(table)
+    out.print(table)
+    reasons = not_paid_view(report)
+    if reasons:
+        skipped = Table(title="Not paid in this run")
+        skipped.add_column("why")
+        skipped.add_column("fans", justify="right")
+        for row in reasons:
+            skipped.add_row(row["description"], str(row["count"]))
+        out.print(skipped)
+    for currency, amount in sorted(report.short.items()):
+        click.echo(
+            f"platform balance short: {amount} {currency} (minor units) left available for "
+            "the next run; top up the platform's Stripe balance"
+        )
     for outcome in report.outcomes:
-        if outcome.state != "paid":
+        if outcome.state in ("submitted", "failed"):
             click.echo(f"{outcome.payout_id}: {outcome.state}: {outcome.detail}")
+    click.echo(f"run id: {report.run_id}")  # on a line of its own, to copy whole
+    if not report.complete:
+        click.echo(
+            "not everything payable was paid: see above (GET /v1/payouts/<id> has each "
+            "payout's audit trail; 'royalties payouts reconcile' settles what Stripe has)",
+            err=True,
+        )
+        sys.exit(1)
 
 
 @payouts.command("reconcile", help="Compare Stripe transfers with the ledger's paid payouts.")
@@ -150,7 +186,7 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     from api.config import from_env
     from api.extensions import gateway_from_config
     from royalties.errors import RoyaltiesError
-    from royalties.services.payouts import reconcile
+    from royalties.services.payouts import reconcile, settle_open
 
     _require_schema()
     start = since.replace(tzinfo=UTC)
@@ -159,6 +195,9 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     try:
         gateway = gateway_from_config(from_env())
         with make_sessionmaker(engine)() as session:
+            # Open payouts first: what Stripe has is settled, so it is no mismatch below.
+            for _settled, sentence in settle_open(session, gateway):
+                click.echo(sentence)
             problems = list(reconcile(session, gateway, since=start, until=end))
     except RoyaltiesError as exc:
         raise click.ClickException(exc.detail) from None

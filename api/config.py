@@ -8,6 +8,8 @@ from typing import Any
 
 from royalties.db import database_url
 from royalties.fraud import FraudConfig
+from royalties.payouts import Minimums
+from royalties.services.payouts import DEFAULT_CONCURRENCY
 
 
 def _int_env(name: str, default: int) -> int:
@@ -59,6 +61,50 @@ def fraud_from_env() -> FraudConfig:
     )
 
 
+def _float_env(name: str) -> float | None:
+    raw = os.environ.get(name, "").strip()
+    if raw == "":
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SystemExit(f"{name} must be a number, got {raw!r}") from None
+    if value < 0:
+        raise SystemExit(f"{name} must not be negative, got {raw!r}")
+    return value
+
+
+def minimums_by_currency_from_env() -> dict[str, int]:
+    """Every ``MIN_PAYOUT_<CUR>`` (e.g. MIN_PAYOUT_JPY): a currency's own minimum."""
+    overrides = {}
+    for name in sorted(os.environ):
+        currency = name.removeprefix("MIN_PAYOUT_")
+        if name.startswith("MIN_PAYOUT_") and currency:
+            if not (len(currency) == 3 and currency.isalpha() and currency.isupper()):
+                raise SystemExit(f"{name}: the suffix must be a currency code such as USD")
+            overrides[currency] = _positive(name, _int_env(name, 0))
+    return overrides
+
+
+def minimums(config: Any) -> Minimums:
+    """The payout minimums a config sets: ``MIN_PAYOUT`` and ``MIN_PAYOUT_BY_CURRENCY``."""
+    by_currency = config.get("MIN_PAYOUT_BY_CURRENCY") or {}
+    return Minimums(int(config["MIN_PAYOUT"]), tuple(sorted(by_currency.items())))
+
+
+def _positive(name: str, value: int) -> int:
+    if value < 1:
+        raise SystemExit(f"{name} must be at least 1, got {value}")
+    return value
+
+
+def _country_env(name: str, default: str) -> str:
+    raw = os.environ.get(name, "").strip().upper() or default
+    if not (len(raw) == 2 and raw.isalpha() and raw.isascii()):
+        raise SystemExit(f"{name} must be an ISO 3166 alpha-2 country code such as US")
+    return raw
+
+
 def from_env() -> dict[str, Any]:
     return {
         "DATABASE_URL": database_url(),
@@ -67,7 +113,16 @@ def from_env() -> dict[str, Any]:
         "STRIPE_WEBHOOK_SECRET": os.environ.get("STRIPE_WEBHOOK_SECRET", ""),
         "FRAUD": fraud_from_env(),
         "PLATFORM_FEE_BPS": _int_env("PLATFORM_FEE_BPS", 0),
-        "MIN_PAYOUT": _int_env("MIN_PAYOUT", 1000),
+        "MIN_PAYOUT": _positive("MIN_PAYOUT", _int_env("MIN_PAYOUT", 1000)),
+        "MIN_PAYOUT_BY_CURRENCY": minimums_by_currency_from_env(),
+        # Where the platform's Stripe account is: other countries' accounts are created
+        # under the recipient service agreement (cross-border payouts).
+        "PLATFORM_COUNTRY": _country_env("PLATFORM_COUNTRY", "US"),
+        # Transfers in flight at once in a payout run (royalties payouts run --concurrency).
+        "PAYOUT_CONCURRENCY": _int_env("PAYOUT_CONCURRENCY", DEFAULT_CONCURRENCY),
+        # Requests per second of each kind the gateway allows itself; unset: 90% of
+        # Stripe's documented limit for the key's mode (100 live, 25 test).
+        "STRIPE_MAX_REQUESTS_PER_SECOND": _float_env("STRIPE_MAX_REQUESTS_PER_SECOND"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
         "CLICK_HASH_SALT": os.environ.get("CLICK_HASH_SALT", "royalties-click"),
         # Signs the dashboard's session cookie. Unset: a random key per process, so

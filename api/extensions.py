@@ -70,7 +70,11 @@ def gateway_from_config(config: Any) -> StripeGateway:
     key = config.get("STRIPE_API_KEY")
     if not key:
         raise NotConfigured("payouts need STRIPE_API_KEY to be set")
-    return StripeGateway(key, config.get("STRIPE_API_BASE") or None)
+    return StripeGateway(
+        key,
+        config.get("STRIPE_API_BASE") or None,
+        requests_per_second=config.get("STRIPE_MAX_REQUESTS_PER_SECOND"),
+    )
 
 
 def client_address_hash(address: str | None) -> str | None:

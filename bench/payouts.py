@@ -8,9 +8,13 @@
 3. Bulk-loads N fans with those accounts (``payouts_enabled``) and an available balance
    each, through the ledger's own tables: one balanced ledger transaction per batch
    (``storefront_receivable`` -sum, ``fan_available`` +amount per fan), valid foreign keys.
-4. Runs ONE ``royalties.services.payouts.run_payouts`` with a ``StripeGateway`` pointed
-   at the fake whose ``create_transfer`` is timed (a subclass, only here), printing
-   progress every 10%.
+4. Runs ONE ``royalties.services.payouts.run_payouts`` (``--concurrency`` transfers in
+   flight at once) with a ``StripeGateway`` pointed at the fake whose
+   ``create_transfer`` is timed (a subclass, only here), printing progress every 10%.
+   ``--stripe-latency S`` makes the fake hold every request S seconds while it executes
+   (real Stripe: ~0.3 s a transfer); ``--stripe-rate-limit N`` makes it answer 429
+   beyond N requests a second of each kind, as Stripe's live mode does at about 100,
+   and the gateway paces itself at 90% of it (``--pace`` overrides).
 5. Prints the figures (wall time, transfers/s, time inside Stripe calls, time outside
    them per payout, SQL statements and commits per payout) and verifies: transfers at the
    fake == fans, every payout paid for the fan's whole balance, ``ledger.check`` clean.
@@ -66,6 +70,7 @@ from royalties.models import (  # noqa: E402
     Storefront,
 )
 from royalties.payments.stripe import StripeGateway, TransferInfo  # noqa: E402
+from royalties.services.payouts import DEFAULT_CONCURRENCY  # noqa: E402
 from tests.fakes.fake_stripe import RemoteFake  # noqa: E402
 
 CURRENCY = "USD"
@@ -172,6 +177,7 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
                         "storefront_id": store_id,
                         "stripe_account_id": accounts[i],
                         "payouts_enabled": True,
+                        "transfers_active": True,
                         "created_at": now,
                     }
                     for fan, i in zip(fans, chunk, strict=True)
@@ -362,15 +368,21 @@ def bench(args: argparse.Namespace) -> int:
                 flush=True,
             )
 
-            if args.stripe_latency:  # hold every transfer's answer, as a real Stripe would
-                RemoteFake(stripe_url).delay("transfers", args.stripe_latency, count=n)
+            remote = RemoteFake(stripe_url)
+            if args.stripe_latency:  # every request takes this long, as at a real Stripe
+                remote.set_latency(args.stripe_latency)
+            if args.stripe_rate_limit:
+                remote.set_rate_limit(args.stripe_rate_limit)
+            pace = args.pace
+            if pace is None:
+                pace = 0.9 * args.stripe_rate_limit if args.stripe_rate_limit else 0.0
             analyzer = None
             if args.db == "postgres":
                 print(f"server has autovacuum={autovacuum_setting(engine)}", flush=True)
                 if args.analyze_every:
                     analyzer = Analyzer(url, args.analyze_every)
                     analyzer.start()
-            gateway = TimedGateway(API_KEY, stripe_url)
+            gateway = TimedGateway(API_KEY, stripe_url, requests_per_second=pace)
             sql = SqlCounter()
             sql.attach(engine)
             progress = Progress()
@@ -380,7 +392,13 @@ def bench(args: argparse.Namespace) -> int:
             def one_run() -> None:
                 with make_sessionmaker(engine)() as session:
                     reports.append(
-                        run_payouts(session, gateway, min_payout=MIN_PAYOUT, progress=progress)
+                        run_payouts(
+                            session,
+                            gateway,
+                            min_payout=MIN_PAYOUT,
+                            progress=progress,
+                            concurrency=args.concurrency,
+                        )
                     )
 
             t0 = time.perf_counter()
@@ -403,22 +421,25 @@ def bench(args: argparse.Namespace) -> int:
                 analyzer.join()
 
             paid = sum(report.count("paid") for report in reports)
-            # With --runs K the K threads' time adds up: K * wall is the thread time.
-            outside = args.runs * wall - gateway.seconds
+            # Every sender's time adds up: runs x concurrency threads each spend the wall.
+            senders = args.runs * args.concurrency
+            outside = senders * wall - gateway.seconds
+            limit = f"{args.stripe_rate_limit:g} requests/s" if args.stripe_rate_limit else "none"
             print()
             print(f"fans                         {n}")
-            if args.runs > 1 or args.stripe_latency:
-                print(f"concurrent runs (threads)    {args.runs}")
-                print(f"fake Stripe latency          {args.stripe_latency:.3f} s per transfer")
+            print(f"concurrent runs (threads)    {args.runs}")
+            print(f"transfers in flight per run  {args.concurrency}")
+            print(f"fake Stripe latency          {args.stripe_latency:.3f} s per request")
+            print(f"fake Stripe rate limit       {limit} (gateway paces at {pace:g}/s)")
             print(f"payouts paid                 {paid}")
             print(f"run wall time                {wall:.1f} s")
-            print(f"transfers/s                  {paid / wall:.0f}")
+            print(f"transfers/s                  {paid / wall:.0f} (rate limit: {limit})")
             print(
-                f"inside Stripe calls          {gateway.seconds:.1f} s "
+                f"inside Stripe calls          {gateway.seconds:.1f} s thread time "
                 f"({1000 * gateway.seconds / max(gateway.calls, 1):.2f} ms per call, "
                 f"{gateway.calls} calls)"
             )
-            label = "outside Stripe calls" + (" (x runs)" if args.runs > 1 else "")
+            label = "outside Stripe calls" + (" (x senders)" if senders > 1 else "")
             print(f"{label:<29}{outside:.1f} s ({1000 * outside / max(paid, 1):.2f} ms per payout)")
             print(
                 f"SQL                          {sql.statements / max(paid, 1):.1f} statements"
@@ -491,7 +512,26 @@ def main(argv: list[str] | None = None) -> int:
         "--stripe-latency",
         type=float,
         default=0.0,
-        help="seconds the fake holds each transfer's answer (real Stripe: ~0.3-1 s)",
+        help="seconds the fake takes for every request (real Stripe: ~0.3-1 s)",
+    )
+    parser.add_argument(
+        "--stripe-rate-limit",
+        type=float,
+        default=0.0,
+        help="requests a second of each kind the fake allows before 429 (live Stripe: ~100)",
+    )
+    parser.add_argument(
+        "--pace",
+        type=float,
+        default=None,
+        help="requests a second the gateway allows itself [default: 90%% of the rate limit, "
+        "or unpaced]",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=DEFAULT_CONCURRENCY,
+        help="transfers in flight at once in a run [default: %(default)s, as the CLI]",
     )
     parser.add_argument(
         "--analyze-every",

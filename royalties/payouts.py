@@ -11,19 +11,27 @@ Invariants, in plain words:
   fresh claim is committed already ``submitted`` (attempt 1): claim and first send are
   one commit, and the audit trail records both steps (``pending``, then ``submitted``).
   A retry moves an open payout to ``submitted`` for a new attempt, and commits, first.
-- The transfer is created with the payout id as Stripe's idempotency key and with
-  parameters that depend only on the stored payout (amount, currency, destination,
-  ``transfer_group`` = the run that claimed it). A retry, by any later run, therefore
-  replays the same transfer and can never make a second one.
-- Outcomes: success -> ``paid`` (clearing -> ``fan_paid``); a definite refusal ->
-  ``failed`` (clearing -> ``fan_available``); an ambiguous failure (timeout, 5xx) stays
-  ``submitted`` for the next run to retry with the same key, never released.
+- The transfer's parameters depend only on the stored payout (amount, currency,
+  destination, ``transfer_group`` = the run that claimed it, the payout id in
+  ``metadata``), so Stripe can always be *asked* whether the payout was made.
+- **Ambiguity is resolved by looking, never by assuming.** Stripe replays a saved 500
+  for a key's whole life, forgets keys after 24 hours and answers
+  ``idempotency_error`` when a key meets other parameters, so no answer about a key
+  proves anything on its own. After any uncertain outcome the payout stays
+  ``submitted`` and the engine looks for the transfer (``find_transfer``); before a
+  retry it looks again. Found: settled ``paid`` with that transfer. Not found: sent
+  again -- with the *same* key while the last attempt is younger than ``rekey_after``
+  (it may still be running at Stripe, which answers 409 then; Stripe keeps keys far
+  longer than that), else with a *new* key, so a saved 500 cannot wedge a payout.
+- Only a definite refusal (``balance_insufficient``, a destination that cannot receive
+  transfers, ...) -> ``failed`` (clearing -> ``fan_available``), and only from the
+  latest attempt; success -> ``paid`` (clearing -> ``fan_paid``).
 - Every state change is a conditional UPDATE from the expected state, so concurrent
   settlers move the money once; each change writes an audit event.
 
 Cost: a payout is two short transactions around its Stripe call, each a handful of
 indexed single-row statements (Core, on the session's connection), whatever the number
-of payouts already made.
+of payouts already made; a retry adds one list request to Stripe.
 """
 
 from __future__ import annotations
@@ -31,7 +39,7 @@ from __future__ import annotations
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
@@ -42,11 +50,17 @@ from royalties import ledger
 from royalties.db import table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
-from royalties.models import Fan, LedgerAccount, LedgerEntry, Payout, PayoutEvent
+from royalties.models import Fan, LedgerAccount, LedgerEntry, Payout, PayoutEvent, Reward
 from royalties.models.payouts import OPEN_STATES
 from royalties.payments.stripe import StripeGateway, TransferInfo
 
 CLEARING = "payout_clearing"
+# How long the latest attempt may still be running at Stripe: until then a retry reuses
+# its key (a concurrent one gets 409, a finished one its saved answer), after it a retry
+# that found no transfer uses a new key. Far below the 24 hours Stripe keeps keys.
+REKEY_AFTER = timedelta(minutes=2)
+# Stripe's code for a platform balance that does not cover a transfer.
+BALANCE_INSUFFICIENT = "balance_insufficient"
 
 # Built once: a run executes these once or twice per payout.
 _LOCK = text("SELECT pg_advisory_xact_lock(:k)")
@@ -99,6 +113,18 @@ def _audit(session: Session, *events: tuple[str, str | None, str, str]) -> None:
 
 
 @dataclass(frozen=True)
+class Minimums:
+    """The smallest balance paid out: ``default`` (``MIN_PAYOUT``), or the currency's own
+    (``MIN_PAYOUT_<CUR>``, e.g. JPY has no minor unit)."""
+
+    default: int
+    per_currency: tuple[tuple[str, int], ...] = ()
+
+    def of(self, currency: str) -> int:
+        return dict(self.per_currency).get(currency, self.default)
+
+
+@dataclass(frozen=True)
 class Candidate:
     fan_id: str
     currency: str
@@ -106,24 +132,106 @@ class Candidate:
     available: int
 
 
-def candidates(session: Session, min_payout: int) -> list[Candidate]:
-    """Fans whose available balance in a currency is at least ``min_payout`` and whose
-    connected account can receive payouts (negative or small balances never qualify)."""
+# Why a fan with money in a currency is not paid by a run (besides the platform balance,
+# which the run itself decides), in the order they are checked.
+NOT_PAID_REASONS = {
+    "negative_balance": "negative balance (a refund after a payout)",
+    "held_for_review": "rewards held for review",
+    "under_minimum": "under the minimum",
+    "no_account": "no payout account",
+    "payouts_off": "payouts not enabled at Stripe",
+    "capability_inactive": "transfers capability not active at Stripe",
+    "platform_balance_short": "platform balance short",
+}
+
+
+@dataclass
+class Survey:
+    """Who a run pays (``candidates``) and, for everyone else with money, why not."""
+
+    candidates: list[Candidate]
+    not_paid: dict[str, int]  # reason (a key of NOT_PAID_REASONS) -> (fan, currency) pairs
+
+
+def survey(session: Session, minimums: Minimums) -> Survey:
+    """Every fan and currency with an available balance or held rewards: a candidate
+    when the balance is at least the currency's minimum and the connected account is
+    payable (``payouts_enabled`` and the ``transfers`` capability active), otherwise
+    counted under the first reason that applies. One grouped read of the balances."""
     total = func.sum(LedgerEntry.amount)
     rows = session.execute(
-        select(LedgerAccount.owner_id, LedgerAccount.currency, Fan.stripe_account_id, total)
+        select(
+            LedgerAccount.owner_id,
+            LedgerAccount.currency,
+            total,
+            Fan.stripe_account_id,
+            Fan.payouts_enabled,
+            Fan.transfers_active,
+        )
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(Fan, Fan.id == LedgerAccount.owner_id)
-        .where(
-            LedgerAccount.kind == "fan_available",
-            Fan.payouts_enabled.is_(True),
-            Fan.stripe_account_id.is_not(None),
+        .where(LedgerAccount.kind == "fan_available")
+        .group_by(
+            LedgerAccount.owner_id,
+            LedgerAccount.currency,
+            Fan.stripe_account_id,
+            Fan.payouts_enabled,
+            Fan.transfers_active,
         )
-        .group_by(LedgerAccount.owner_id, LedgerAccount.currency, Fan.stripe_account_id)
-        .having(total >= min_payout)
         .order_by(LedgerAccount.owner_id, LedgerAccount.currency)
     ).all()
-    return [Candidate(fan, cur, str(dest), int(avail)) for fan, cur, dest, avail in rows]
+    held = {
+        (fan_id, currency)
+        for fan_id, currency in session.execute(
+            select(Reward.fan_id, Reward.currency)
+            .where(Reward.review_state == "held", Reward.state == "pending")
+            .distinct()
+        )
+    }
+    candidates: list[Candidate] = []
+    not_paid: dict[str, int] = {}
+    seen: set[tuple[str, str]] = set()
+    for fan_id, currency, balance, destination, enabled, transfers in rows:
+        available = int(balance or 0)
+        seen.add((fan_id, currency))
+        reason = _not_paid_reason(
+            available,
+            minimums.of(currency),
+            held=(fan_id, currency) in held,
+            destination=destination,
+            enabled=enabled,
+            transfers=transfers,
+        )
+        if reason is None:
+            candidates.append(Candidate(fan_id, currency, str(destination), available))
+        elif reason != "nothing":
+            not_paid[reason] = not_paid.get(reason, 0) + 1
+    only_held = len(held - seen)  # held rewards, nothing available yet
+    if only_held:
+        not_paid["held_for_review"] = not_paid.get("held_for_review", 0) + only_held
+    return Survey(candidates, not_paid)
+
+
+def _not_paid_reason(
+    available: int,
+    minimum: int,
+    *,
+    held: bool,
+    destination: str | None,
+    enabled: bool,
+    transfers: bool,
+) -> str | None:
+    if available < 0:
+        return "negative_balance"
+    if available < minimum:
+        return "held_for_review" if held else ("under_minimum" if available > 0 else "nothing")
+    if destination is None:
+        return "no_account"
+    if not enabled:
+        return "payouts_off"
+    if not transfers:
+        return "capability_inactive"
+    return None
 
 
 @dataclass(frozen=True)
@@ -137,6 +245,7 @@ class Attempt:
     amount: int
     destination: str
     attempt: int
+    key: str  # the Stripe idempotency key of this attempt
 
 
 # The columns an attempt is made of, in Attempt's field order.
@@ -148,19 +257,29 @@ _ATTEMPT_COLUMNS = (
     Payout.amount,
     Payout.destination,
     Payout.attempts,
+    Payout.stripe_key,
 )
 
 
 def _attempt(row: Sequence[Any]) -> Attempt:
-    payout_id, run_id, fan_id, currency, amount, destination, attempts = row
-    return Attempt(payout_id, run_id, fan_id, currency, int(amount), destination, attempts)
+    payout_id, run_id, fan_id, currency, amount, destination, attempts, key = row
+    return Attempt(
+        payout_id, run_id, fan_id, currency, int(amount), destination, attempts, key or payout_id
+    )
 
 
 def claim(
-    session: Session, *, run_id: str, candidate: Candidate, min_payout: int, now: datetime
+    session: Session,
+    *,
+    run_id: str,
+    candidate: Candidate,
+    min_payout: int,
+    now: datetime,
+    limit: int | None = None,
 ) -> Attempt | None:
-    """Claim the fan's whole available balance as a new payout, stored ``submitted``
-    for its first attempt, which the caller makes once this is committed (``send_claimed``).
+    """Claim the fan's whole available balance (at most ``limit``: what the platform
+    balance was found to cover) as a new payout, stored ``submitted`` for its first
+    attempt, which the caller makes once this is committed (``send_claimed``).
     Does not commit.
 
     Returns None when, under the lock, there is already an open payout or the balance
@@ -176,17 +295,19 @@ def claim(
             "account_id": ledger.account_id("fan_available", candidate.fan_id, candidate.currency),
         },
     ).one()
-    available = int(total)
+    available = int(total) if limit is None else min(int(total), limit)
     if open_one is not None or available < min_payout:
         return None
+    payout_id = new_id("po")
     attempt = Attempt(
-        payout_id=new_id("po"),
+        payout_id=payout_id,
         run_id=run_id,
         fan_id=candidate.fan_id,
         currency=candidate.currency,
         amount=available,
         destination=candidate.destination,
         attempt=1,
+        key=payout_id,
     )
     conn.execute(
         _INSERT_PAYOUT,
@@ -202,6 +323,8 @@ def claim(
             "reversed_amount": 0,
             "failure_reason": None,
             "attempts": 1,
+            "stripe_key": payout_id,
+            "sent_at": now,
             "created_at": now,
             "updated_at": now,
         },
@@ -266,74 +389,141 @@ class Outcome:
     payout_id: str
     state: str
     detail: str
+    code: str | None = None  # Stripe's error code, when Stripe refused or failed
+    currency: str | None = None
+    amount: int = 0
 
 
-def send(session: Session, gateway: StripeGateway, payout_id: str) -> Outcome:
-    """Re-send (same key) one open payout to Stripe and settle what comes back.
+def send(
+    session: Session,
+    gateway: StripeGateway,
+    payout_id: str,
+    *,
+    now: datetime | None = None,
+    rekey_after: timedelta = REKEY_AFTER,
+) -> Outcome:
+    """Retry one open payout: look for its transfer first, settle it if Stripe has it,
+    else send it again (same key while the last attempt may still be running, a new key
+    after that) and settle what comes back.
 
-    Commits: first that the payout is ``submitted`` for a new attempt (so a crash leaves
-    it for retry), then its outcome."""
+    Commits: the outcome of the look, or first that the payout is ``submitted`` for a
+    new attempt (so a crash leaves it for retry), then its outcome."""
+    now = now or utcnow()
     current = (
         session.connection()
-        .execute(select(Payout.state, Payout.attempts).where(Payout.id == payout_id))
+        .execute(
+            select(*_ATTEMPT_COLUMNS, Payout.state, Payout.sent_at, Payout.updated_at).where(
+                Payout.id == payout_id
+            )
+        )
         .first()
     )
     if current is None or current.state not in OPEN_STATES:
         state = current.state if current else "missing"
         session.rollback()
         return Outcome(payout_id, state, "not open")
-    previous, attempts = current.state, current.attempts
+    last = _attempt(current[: len(_ATTEMPT_COLUMNS)])
+    session.rollback()  # nothing held open across a call to Stripe
+    sent_at = current.sent_at or current.updated_at
+    fresh_key = now - sent_at >= rekey_after
+    if fresh_key:  # the last attempt is over: only a transfer Stripe has proves anything
+        found = _look(session, gateway, last)
+        if isinstance(found, Outcome):
+            return found
+        if found is not None:
+            return mark_paid(session, payout_id, found, detail="found at Stripe")
+    # Else the last attempt may still be running: the same key is safe (Stripe keeps it
+    # for 24 hours, answers 409 while it runs, replays its answer after), a new one not.
+    key = f"{payout_id}-{last.attempt + 1}" if fresh_key else last.key
     moved = _move(
-        session, payout_id, OPEN_STATES, "submitted", attempt=attempts, attempts=attempts + 1
+        session,
+        payout_id,
+        OPEN_STATES,
+        "submitted",
+        attempt=last.attempt,
+        attempts=last.attempt + 1,
+        stripe_key=key,
+        sent_at=now,
     )
     if moved is None:  # settled, or re-sent, by another run since we read it: not ours
         session.rollback()
         return Outcome(payout_id, "unknown", "changed by another run before sending")
-    audit(session, payout_id, previous, "submitted", f"attempt {moved.attempt}")
+    how = "no transfer found at Stripe, a new key" if fresh_key else "the same key"
+    detail = f"attempt {moved.attempt} with {how}"
+    audit(session, payout_id, current.state, "submitted", detail)
     session.commit()
     return send_claimed(session, gateway, moved)
 
 
+def _look(
+    session: Session, gateway: StripeGateway, attempt: Attempt
+) -> TransferInfo | Outcome | None:
+    """Ask Stripe for the payout's transfer. An Outcome when Stripe could not say (the
+    payout stays ``submitted``; the look is audited and committed)."""
+    try:
+        return gateway.find_transfer(
+            destination=attempt.destination,
+            transfer_group=attempt.run_id,
+            payout_id=attempt.payout_id,
+        )
+    except (PaymentUncertain, PaymentDeclined) as exc:
+        detail = f"could not look for its transfer at Stripe, will retry: {exc.detail}"
+        audit(session, attempt.payout_id, "submitted", "submitted", detail)
+        session.commit()
+        return _outcome(attempt, "submitted", detail, exc)
+
+
 def send_claimed(session: Session, gateway: StripeGateway, attempt: Attempt) -> Outcome:
-    """Make one committed ``submitted`` attempt: call Stripe with the payout's key and
-    settle what comes back. Commits the outcome."""
+    """Make one committed ``submitted`` attempt: call Stripe with the attempt's key and
+    settle what comes back; an uncertain answer is followed by a look. Commits."""
     try:
         transfer = gateway.create_transfer(
             amount=attempt.amount,
             currency=attempt.currency,
             destination=attempt.destination,
             transfer_group=attempt.run_id,
-            idempotency_key=attempt.payout_id,
+            idempotency_key=attempt.key,
             metadata={"payout_id": attempt.payout_id, "fan_id": attempt.fan_id},
         )
     except PaymentUncertain as exc:
-        audit(
-            session,
-            attempt.payout_id,
-            "submitted",
-            "submitted",
-            f"outcome unknown, will retry: {exc.detail}",
-        )
+        found = _look(session, gateway, attempt)
+        if isinstance(found, Outcome):
+            return _outcome(attempt, "submitted", f"outcome unknown: {exc.detail}", exc)
+        if found is not None:
+            detail = f"found at Stripe after an unclear answer: {exc.detail}"
+            return mark_paid(session, attempt.payout_id, found, detail=detail)
+        detail = f"outcome unknown and no transfer found yet, will retry: {exc.detail}"
+        audit(session, attempt.payout_id, "submitted", "submitted", detail)
         session.commit()
-        return Outcome(attempt.payout_id, "submitted", exc.detail)
+        return _outcome(attempt, "submitted", detail, exc)
     except PaymentDeclined as exc:
-        return _fail(
+        code = exc.fields.get("stripe_code")
+        failed = _fail(
             session,
             attempt.payout_id,
-            f"declined by Stripe: {exc.detail}",
+            f"declined by Stripe{f' ({code})' if code else ''}: {exc.detail}",
             attempt=attempt.attempt,
         )
-    return mark_paid(session, attempt.payout_id, transfer)
+        return _outcome(attempt, failed.state, failed.detail, exc)
+    outcome = mark_paid(session, attempt.payout_id, transfer)
+    return _outcome(attempt, outcome.state, outcome.detail)
 
 
-def mark_paid(session: Session, payout_id: str, transfer: TransferInfo) -> Outcome:
+def _outcome(attempt: Attempt, state: str, detail: str, exc: Exception | None = None) -> Outcome:
+    code = getattr(exc, "fields", {}).get("stripe_code") if exc is not None else None
+    return Outcome(attempt.payout_id, state, detail, code, attempt.currency, attempt.amount)
+
+
+def mark_paid(
+    session: Session, payout_id: str, transfer: TransferInfo, *, detail: str = ""
+) -> Outcome:
     """The transfer exists: clearing -> ``fan_paid``. Commits."""
     return _settle(
         session,
         payout_id,
         "paid",
         "fan_paid",
-        f"transfer {transfer.id}",
+        f"transfer {transfer.id}" + (f" ({detail})" if detail else ""),
         stripe_transfer_id=transfer.id,
     )
 
@@ -418,9 +608,17 @@ def apply_reversal(session: Session, transfer_id: str, amount_reversed: int) -> 
     return payout
 
 
-def open_payout_ids(session: Session) -> list[str]:
-    return list(
-        session.scalars(
-            select(Payout.id).where(Payout.state.in_(OPEN_STATES)).order_by(Payout.created_at)
-        )
+@dataclass(frozen=True)
+class OpenPayout:
+    id: str
+    currency: str
+    amount: int
+
+
+def open_payouts(session: Session) -> list[OpenPayout]:
+    rows = session.execute(
+        select(Payout.id, Payout.currency, Payout.amount)
+        .where(Payout.state.in_(OPEN_STATES))
+        .order_by(Payout.created_at, Payout.id)
     )
+    return [OpenPayout(pid, cur, int(amount)) for pid, cur, amount in rows]

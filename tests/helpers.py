@@ -174,3 +174,21 @@ def ledger_is_sound(session: Session) -> None:
     session.rollback()
     assert ledger.check(session) == []
     session.rollback()
+
+
+def age_last_attempt(session: Session, payout_id: str, *, minutes: int) -> None:
+    """Let ``minutes`` pass for a payout's latest attempt (as a later run would see it)."""
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from royalties.models import Payout
+
+    payout = session.get(Payout, payout_id)
+    assert payout is not None and payout.sent_at is not None
+    session.execute(
+        update(Payout)
+        .where(Payout.id == payout_id)
+        .values(sent_at=payout.sent_at - timedelta(minutes=minutes))
+    )
+    session.commit()

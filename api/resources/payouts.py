@@ -9,8 +9,10 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_principal, own, require
+from api.config import minimums
 from api.extensions import db, stripe_gateway
 from api.schemas.payouts import (
+    PayoutAccountIn,
     PayoutAccountOut,
     PayoutDetail,
     PayoutPage,
@@ -30,15 +32,28 @@ blp = Blueprint("payouts", __name__, url_prefix="/v1", description="Payouts thro
 @blp.route("/fans/<fan_id>/payout-account")
 class PayoutAccount(MethodView):
     @require("fan")
+    @blp.arguments(PayoutAccountIn(), required=False)
     @blp.response(200, PayoutAccountOut)
-    def post(self, fan_id: str) -> Any:
-        """Create (once) the fan's Stripe Express account and a fresh onboarding link"""
+    def post(self, body: dict[str, Any] | None, fan_id: str) -> Any:
+        """Create (once) the fan's Stripe Express account and a fresh onboarding link
+
+        The link's `refresh_url` and `return_url` are pages of this engine that the fan's
+        browser reaches without an API key (a signed token of their own, valid 24 hours).
+        `country` (ISO 3166 alpha-2, default `PLATFORM_COUNTRY`) applies when the account
+        is created; an account in another country than the platform's is created under
+        Stripe's recipient service agreement."""
+        from api.web.onboarding import onboarding_urls
+
         own(fan_id, what="fan")
+        refresh, back = onboarding_urls(fan_id)
         return payouts.connect_account(
             db.session,
             stripe_gateway(),
             fan_id=fan_id,
-            public_base_url=current_app.config["PUBLIC_BASE_URL"],
+            refresh_url=refresh,
+            return_url=back,
+            country=(body or {}).get("country"),
+            platform_country=current_app.config["PLATFORM_COUNTRY"],
         )
 
 
@@ -47,13 +62,29 @@ class PayoutRuns(MethodView):
     @require("admin")
     @blp.response(201, PayoutRunOut)
     def post(self) -> dict[str, Any]:
-        """Run payouts now (admin): every fan at or above the minimum, one transfer each"""
+        """Run payouts now (admin): every payable fan at or above the minimum, one transfer each
+
+        Reads the platform balance first and pays, per currency, only what it covers;
+        `not_paid` counts who was not paid and why, `platform_balance_short` what was
+        left for lack of platform balance. Sends up to `PAYOUT_CONCURRENCY` at once."""
+        config = current_app.config
         report = payouts.run_payouts(
-            db.session, stripe_gateway(), min_payout=current_app.config["MIN_PAYOUT"]
+            db.session,
+            stripe_gateway(),
+            min_payout=minimums(config),
+            concurrency=config["PAYOUT_CONCURRENCY"],
         )
         ids = [o.payout_id for o in report.outcomes]
         rows = {p.id: p for p in db.session.query(Payout).filter(Payout.id.in_(ids))} if ids else {}
-        return {"id": report.run_id, "payouts": [payouts.payout_view(rows[i]) for i in ids]}
+        return {
+            "id": report.run_id,
+            "complete": report.complete,
+            "payouts": [payouts.payout_view(rows[i]) for i in ids if i in rows],
+            "not_paid": payouts.not_paid_view(report),
+            "platform_balance_short": [
+                {"currency": c, "amount": a} for c, a in sorted(report.short.items())
+            ],
+        }
 
 
 @blp.route("/payouts")
@@ -113,7 +144,10 @@ class StripeWebhook(MethodView):
         unreadable = unreadable_parts(event)
         if unreadable:
             raise WebhookEventInvalid("the signed event cannot be handled", fields=unreadable)
-        return {"received": True, "result": payouts.handle_webhook(db.session, event)}
+        return {
+            "received": True,
+            "result": payouts.handle_webhook(db.session, event, stripe_gateway),
+        }
 
 
 def _verifier() -> Any:

@@ -7,9 +7,22 @@ import marshmallow as ma
 from api.schemas.common import PageQuery, Text
 
 
+class PayoutAccountIn(ma.Schema):
+    country = ma.fields.String(
+        load_default=None,
+        validate=ma.validate.Regexp(
+            r"\A[A-Z]{2}\Z", error="an ISO 3166 alpha-2 country code in capitals, e.g. FR"
+        ),
+        metadata={"description": "where the fan lives (default PLATFORM_COUNTRY)"},
+    )
+
+
 class PayoutAccountOut(ma.Schema):
     account_id = ma.fields.String(required=True)
     payouts_enabled = ma.fields.Boolean(required=True)
+    transfers_active = ma.fields.Boolean(
+        required=True, metadata={"description": "the transfers capability is active at Stripe"}
+    )
     onboarding_url = ma.fields.String(required=True)
 
 
@@ -41,9 +54,26 @@ class PayoutDetail(PayoutOut):
     events = ma.fields.List(ma.fields.Nested(PayoutEventOut), required=True)
 
 
+class NotPaidOut(ma.Schema):
+    reason = ma.fields.String(required=True)
+    description = ma.fields.String(required=True)
+    count = ma.fields.Integer(required=True, metadata={"description": "fan and currency pairs"})
+
+
+class ShortOut(ma.Schema):
+    currency = ma.fields.String(required=True)
+    amount = ma.fields.Integer(required=True)
+
+
 class PayoutRunOut(ma.Schema):
     id = ma.fields.String(required=True)
+    complete = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "every payable fan was paid: nothing failed or unresolved"},
+    )
     payouts = ma.fields.List(ma.fields.Nested(PayoutOut), required=True)
+    not_paid = ma.fields.List(ma.fields.Nested(NotPaidOut), required=True)
+    platform_balance_short = ma.fields.List(ma.fields.Nested(ShortOut), required=True)
 
 
 class PayoutQuery(PageQuery):

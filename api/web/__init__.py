@@ -4,6 +4,7 @@ Registered on the Flask app directly (``app.register_blueprint``), not through t
 flask-smorest Api, so it stays out of the OpenAPI document.
 """
 
+from api.web import onboarding  # noqa: F401 - registers the onboarding pages on bp
 from api.web.views import bp
 
 __all__ = ["bp"]

@@ -232,7 +232,9 @@ def _render_artist(
 def fan(fan_id: str) -> Any:
     signin.check_may_view("fan", fan_id)
     page = fan_page(db.session, fan_id, public_base_url=current_app.config["PUBLIC_BASE_URL"])
-    return render_template("web/fan.html", page=page)
+    return render_template(
+        "web/fan.html", page=page, platform_country=current_app.config["PLATFORM_COUNTRY"]
+    )
 
 
 @bp.get("/fans/<fan_id>/statement.csv")

@@ -47,6 +47,10 @@ class Fan(Base):
     # Stripe Connect (SPEC section 6): the connected account, and whether it can be paid.
     stripe_account_id: Mapped[str | None] = mapped_column(String(64), unique=True, index=True)
     payouts_enabled: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Apart from payouts_enabled at Stripe: a transfer needs the capability ``active``.
+    transfers_active: Mapped[bool] = mapped_column(Boolean, default=False, server_default=false())
+    # Attempts at creating the account that got no clear answer; the next uses a new key.
+    account_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Salted hash of the address the fan signed up from (fraud signals); never the address.
     signup_ip_hash: Mapped[str | None] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

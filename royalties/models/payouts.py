@@ -74,6 +74,10 @@ class Payout(Base):
     reversed_amount: Mapped[int] = mapped_column(BigInteger, default=0)
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
+    # The idempotency key of the latest attempt (None: the payout id, as the first
+    # attempt uses) and when that attempt was sent (see royalties/payouts.py).
+    stripe_key: Mapped[str | None] = mapped_column(String(255))
+    sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 

@@ -3,10 +3,12 @@ list payouts, and reconcile the ledger with Stripe."""
 
 from __future__ import annotations
 
+import queue
+import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, or_, select
@@ -15,11 +17,17 @@ from sqlalchemy.orm import Session
 
 from royalties import payouts as machine
 from royalties.db import insert_or_ignore, utcnow
-from royalties.errors import Forbidden, NotFound, PaymentDeclined, ValidationFailed
+from royalties.errors import (
+    Forbidden,
+    NotFound,
+    PaymentDeclined,
+    PaymentUncertain,
+    ValidationFailed,
+)
 from royalties.holds import mature_due
 from royalties.ids import new_id
 from royalties.models import Fan, Payout, PayoutEvent, PayoutRun, WebhookEvent
-from royalties.payments.stripe import StripeGateway, TransferInfo
+from royalties.payments.stripe import AccountInfo, StripeGateway, TransferInfo
 from royalties.services._tx import unit_of_work
 
 # -- onboarding ---------------------------------------------------------------------------
@@ -29,31 +37,104 @@ from royalties.services._tx import unit_of_work
 class PayoutAccount:
     account_id: str
     payouts_enabled: bool
+    transfers_active: bool
     onboarding_url: str
 
 
 def connect_account(
-    session: Session, gateway: StripeGateway, *, fan_id: str, public_base_url: str
+    session: Session,
+    gateway: StripeGateway,
+    *,
+    fan_id: str,
+    refresh_url: str,
+    return_url: str,
+    country: str | None = None,
+    platform_country: str = "US",
 ) -> PayoutAccount:
-    """Create the fan's Express account once (a retry reuses it) and a fresh onboarding link."""
+    """Create the fan's Express account once (a retry reuses it) and a fresh onboarding
+    link. An account in another country than the platform's is created under the
+    recipient service agreement, which Stripe requires for cross-border payouts."""
     fan = session.get(Fan, fan_id)
     if fan is None:
         raise NotFound(f"fan {fan_id} does not exist")
     if fan.stripe_account_id is None:
-        # Stripe dedupes on the key, so two concurrent first calls yield one account.
-        account = gateway.create_express_account(
-            fan_id=fan.id, email=fan.email, idempotency_key=f"account-{fan.id}"
-        )
-        with unit_of_work(session):
-            fan.stripe_account_id = account.id
-            fan.payouts_enabled = account.payouts_enabled
+        _create_account(session, gateway, fan, country or platform_country, platform_country)
     assert fan.stripe_account_id is not None
     url = gateway.create_account_link(
-        account_id=fan.stripe_account_id,
-        refresh_url=f"{public_base_url}/v1/fans/{fan.id}/payout-account",
-        return_url=f"{public_base_url}/",
+        account_id=fan.stripe_account_id, refresh_url=refresh_url, return_url=return_url
     )
-    return PayoutAccount(fan.stripe_account_id, fan.payouts_enabled, url)
+    return PayoutAccount(fan.stripe_account_id, fan.payouts_enabled, fan.transfers_active, url)
+
+
+def _create_account(
+    session: Session, gateway: StripeGateway, fan: Fan, country: str, platform_country: str
+) -> None:
+    """Create the fan's account. Stripe dedupes concurrent first calls on the key. A call
+    that gets no clear answer may still have made the account, and Stripe replays a
+    saved 500 under its key: so look for the account; not found, the fan's next try
+    uses a new key (``account_attempts``) and the error is raised."""
+    key = f"account-{fan.id}" + (f"-{fan.account_attempts}" if fan.account_attempts else "")
+    started = int(utcnow().timestamp()) - 60
+    try:
+        account = gateway.create_express_account(
+            fan_id=fan.id,
+            email=fan.email,
+            idempotency_key=key,
+            country=country.upper(),
+            recipient=country.upper() != platform_country.upper(),
+        )
+    except PaymentUncertain:
+        found = _look_for_account(gateway, fan.id, started)
+        if found is None:
+            with unit_of_work(session):
+                fan.account_attempts += 1
+            raise
+        account = found
+    with unit_of_work(session):
+        session.refresh(fan, with_for_update=True)
+        if fan.stripe_account_id is None:  # a concurrent call may have stored one first
+            _store_account(fan, account)
+
+
+def _look_for_account(gateway: StripeGateway, fan_id: str, since: int) -> AccountInfo | None:
+    try:
+        return gateway.find_account(fan_id=fan_id, created_since=since)
+    except (PaymentUncertain, PaymentDeclined):
+        return None
+
+
+def onboarding_link(
+    session: Session, gateway: StripeGateway, *, fan_id: str, refresh_url: str, return_url: str
+) -> str:
+    """A new onboarding link for a fan that already has an account (the refresh page)."""
+    fan = session.get(Fan, fan_id)
+    if fan is None:
+        raise NotFound(f"fan {fan_id} does not exist")
+    if fan.stripe_account_id is None:
+        raise NotFound("this fan has not started setting up payouts yet")
+    return gateway.create_account_link(
+        account_id=fan.stripe_account_id, refresh_url=refresh_url, return_url=return_url
+    )
+
+
+def refresh_account(session: Session, gateway: StripeGateway, *, fan_id: str) -> AccountInfo | None:
+    """Ask Stripe where the fan's account stands now and store it (the return page).
+    None when the fan has no account yet."""
+    fan = session.get(Fan, fan_id)
+    if fan is None:
+        raise NotFound(f"fan {fan_id} does not exist")
+    if fan.stripe_account_id is None:
+        return None
+    account = gateway.retrieve_account(fan.stripe_account_id)
+    with unit_of_work(session):
+        _store_account(fan, account)
+    return account
+
+
+def _store_account(fan: Fan, account: AccountInfo) -> None:
+    fan.stripe_account_id = account.id
+    fan.payouts_enabled = account.payouts_enabled
+    fan.transfers_active = account.transfers_active
 
 
 # -- payout runs --------------------------------------------------------------------------
@@ -63,64 +144,219 @@ def connect_account(
 class RunReport:
     run_id: str
     outcomes: list[machine.Outcome] = field(default_factory=list)
+    # reason (machine.NOT_PAID_REASONS) -> how many (fan, currency) pairs were not paid
+    not_paid: dict[str, int] = field(default_factory=dict)
+    # currency -> minor units left unpaid because the platform balance did not cover them
+    short: dict[str, int] = field(default_factory=dict)
 
     def count(self, state: str) -> int:
         return sum(1 for o in self.outcomes if o.state == state)
 
+    @property
+    def complete(self) -> bool:
+        """Everything payable was paid: nothing failed, nothing left unresolved at
+        Stripe, nothing held back for lack of platform balance."""
+        return not (self.count("failed") or self.count("submitted") or self.short)
+
 
 Progress = Callable[[str, int], None]  # (event, n): ("total", n) once, then ("done", 1) per payout
+
+DEFAULT_CONCURRENCY = 32
+
+
+class _Budget:
+    """What the platform balance still covers, per currency, shared by the senders; a
+    currency is closed once Stripe said the balance does not cover a transfer."""
+
+    def __init__(self, available: dict[str, int]) -> None:
+        self._left = dict(available)
+        self._closed: set[str] = set()
+        self._lock = threading.Lock()
+        self.short: dict[str, int] = {}
+
+    def reserve(self, currency: str, amount: int) -> bool:
+        with self._lock:
+            if currency in self._closed or self._left.get(currency, 0) < amount:
+                self.short[currency] = self.short.get(currency, 0) + amount
+                return False
+            self._left[currency] -= amount
+            return True
+
+    def close(self, currency: str) -> None:
+        with self._lock:
+            self._closed.add(currency)
+
+    def is_closed(self, currency: str, amount: int) -> bool:
+        with self._lock:
+            if currency in self._closed:
+                self.short[currency] = self.short.get(currency, 0) + amount
+                return True
+            return False
 
 
 def run_payouts(
     session: Session,
     gateway: StripeGateway,
     *,
-    min_payout: int,
+    min_payout: int | machine.Minimums,
     now: datetime | None = None,
     progress: Progress | None = None,
+    concurrency: int = 1,
+    rekey_after: timedelta = machine.REKEY_AFTER,
 ) -> RunReport:
-    """One payout run: mature due rewards, retry open payouts with their own keys, then
-    claim and send a payout for every fan and currency at or above ``min_payout``."""
+    """One payout run: mature due rewards, read the platform balance, then -- up to
+    ``concurrency`` at once -- settle or retry open payouts and claim and send a payout
+    for every payable fan and currency at or above its minimum, as far as the platform
+    balance covers them (the rest stays available; the report says how much)."""
+    minimums = (
+        min_payout if isinstance(min_payout, machine.Minimums) else machine.Minimums(min_payout)
+    )
     now = now or utcnow()
-    tick = progress or (lambda _event, _n: None)
-    run = PayoutRun(id=new_id("run"), min_payout=min_payout, started_at=now)
+    lock = threading.Lock()
+    report_tick = progress or (lambda _event, _n: None)
+
+    def tick(event: str, n: int) -> None:
+        with lock:
+            report_tick(event, n)
+
+    run = PayoutRun(id=new_id("run"), min_payout=minimums.default, started_at=now)
     with unit_of_work(session):
         session.add(run)
         mature_due(session, now=now)
     report = RunReport(run.id)
 
-    with _one_connection(session) as work:
-        retry = machine.open_payout_ids(work)
-        fresh = machine.candidates(work, min_payout)
+    with _one_connection(session.get_bind()) as work:
+        retry = machine.open_payouts(work)
+        plan = machine.survey(work, minimums)
         work.rollback()
-        tick("total", len(retry) + len(fresh))
-        for payout_id in retry:
-            report.outcomes.append(machine.send(work, gateway, payout_id))
-            tick("done", 1)
-        for candidate in fresh:
-            with unit_of_work(work):
-                attempt = machine.claim(
-                    work, run_id=run.id, candidate=candidate, min_payout=min_payout, now=now
+    report.not_paid = dict(plan.not_paid)
+    budget = _Budget(gateway.available_balance())
+    jobs: list[tuple[str, int, Callable[[Session], machine.Outcome | None]]] = []
+    for open_one in retry:
+        if budget.reserve(open_one.currency, open_one.amount):
+            jobs.append(
+                (open_one.currency, open_one.amount, _retry_job(gateway, open_one.id, rekey_after))
+            )
+    for candidate in plan.candidates:
+        if budget.reserve(candidate.currency, candidate.available):
+            claim = _claim_job(gateway, run.id, candidate, minimums.of(candidate.currency), now)
+            jobs.append((candidate.currency, candidate.available, claim))
+        else:
+            report.not_paid["platform_balance_short"] = (
+                report.not_paid.get("platform_balance_short", 0) + 1
+            )
+    tick("total", len(jobs))
+
+    def do(work: Session, currency: str, amount: int, job: Callable[[Session], Any]) -> None:
+        if budget.is_closed(currency, amount):
+            with lock:
+                report.not_paid["platform_balance_short"] = (
+                    report.not_paid.get("platform_balance_short", 0) + 1
                 )
-            if attempt is not None:
-                report.outcomes.append(machine.send_claimed(work, gateway, attempt))
-            tick("done", 1)
+        else:
+            outcome = job(work)
+            if outcome is not None:
+                if outcome.code == machine.BALANCE_INSUFFICIENT:
+                    budget.close(currency)
+                with lock:
+                    report.outcomes.append(outcome)
+        tick("done", 1)
+
+    _in_parallel(session.get_bind(), concurrency, jobs, do)
+    report.short = dict(budget.short)
     with unit_of_work(session):
         session.get(PayoutRun, run.id).finished_at = utcnow()  # type: ignore[union-attr]
     return report
 
 
+def not_paid_view(report: RunReport) -> list[dict[str, Any]]:
+    """The report's not-paid counts, in the order of ``NOT_PAID_REASONS``."""
+    return [
+        {"reason": reason, "description": words, "count": report.not_paid[reason]}
+        for reason, words in machine.NOT_PAID_REASONS.items()
+        if report.not_paid.get(reason)
+    ]
+
+
+def _retry_job(
+    gateway: StripeGateway, payout_id: str, rekey_after: timedelta
+) -> Callable[[Session], machine.Outcome]:
+    return lambda work: machine.send(work, gateway, payout_id, rekey_after=rekey_after)
+
+
+def _claim_job(
+    gateway: StripeGateway,
+    run_id: str,
+    candidate: machine.Candidate,
+    minimum: int,
+    now: datetime,
+) -> Callable[[Session], machine.Outcome | None]:
+    def job(work: Session) -> machine.Outcome | None:
+        with unit_of_work(work):
+            attempt = machine.claim(
+                work,
+                run_id=run_id,
+                candidate=candidate,
+                min_payout=minimum,
+                now=now,
+                limit=candidate.available,
+            )
+        return None if attempt is None else machine.send_claimed(work, gateway, attempt)
+
+    return job
+
+
+def _in_parallel(
+    bind: Any,
+    concurrency: int,
+    jobs: list[tuple[str, int, Callable[[Session], Any]]],
+    do: Callable[[Session, str, int, Callable[[Session], Any]], None],
+) -> None:
+    """Run ``do(work, *job)`` for every job on up to ``concurrency`` threads, each with a
+    session on a connection of its own for its whole life. Every payout is committed
+    step by step, so a thread that dies loses nothing; the first error is raised once
+    all threads have stopped."""
+    pending: queue.SimpleQueue[tuple[str, int, Callable[[Session], Any]]] = queue.SimpleQueue()
+    for job in jobs:
+        pending.put(job)
+    errors: list[BaseException] = []
+
+    def worker() -> None:
+        try:
+            with _one_connection(bind) as work:
+                while not errors:
+                    try:
+                        job = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    do(work, *job)
+        except BaseException as exc:  # reported below, after every thread stopped
+            errors.append(exc)
+
+    threads = max(1, min(concurrency, len(jobs)))
+    if threads == 1 or not isinstance(bind, Engine):
+        worker()  # a session bound to one connection cannot be shared between threads
+    else:
+        pool = [threading.Thread(target=worker, name=f"payouts-{n}") for n in range(threads)]
+        for thread in pool:
+            thread.start()
+        for thread in pool:
+            thread.join()
+    if errors:
+        raise errors[0]
+
+
 @contextmanager
-def _one_connection(session: Session) -> Iterator[Session]:
-    """A session that keeps one connection for the whole run, planning as it goes.
+def _one_connection(bind: Any) -> Iterator[Session]:
+    """A session that keeps one connection for its whole life, planning as it goes.
 
     A run is two short transactions per payout. A session bound to the engine checks a
-    connection out for each and back in after (on PostgreSQL a pre-ping each time, and
-    a reset on return): more than the transactions' own statements cost. A session
-    already bound to a connection is used as it is."""
-    bind = session.get_bind()
+    connection out for each and back in after (a reset on return): more than the
+    transactions' own statements cost. A bind that is already a connection is used as
+    it is."""
     if not isinstance(bind, Engine):
-        yield session
+        with Session(bind=bind, expire_on_commit=False) as work:
+            yield work
         return
     with (
         bind.connect() as conn,
@@ -162,8 +398,15 @@ def _custom_plans(conn: Connection) -> Iterator[None]:
 # -- webhooks -----------------------------------------------------------------------------
 
 
-def handle_webhook(session: Session, event: dict[str, Any]) -> str:
-    """Act on a verified Stripe event once; a replay of the same event id changes nothing."""
+def handle_webhook(
+    session: Session, event: dict[str, Any], gateway: Callable[[], StripeGateway]
+) -> str:
+    """Act on a verified Stripe event once; a replay of the same event id changes nothing.
+
+    Events arrive more than once and out of order, so an event only says *which* object
+    changed: its current state is fetched from Stripe (``gateway`` is called only then).
+    A fetch that fails rolls everything back, the event id included, and raises, so
+    Stripe's redelivery is handled in full."""
     with unit_of_work(session):
         first = session.execute(
             insert_or_ignore(session, WebhookEvent)
@@ -178,13 +421,18 @@ def handle_webhook(session: Session, event: dict[str, Any]) -> str:
             fan = session.scalar(select(Fan).where(Fan.stripe_account_id == obj.get("id")))
             if fan is None:
                 return "ignored: unknown account"
-            fan.payouts_enabled = bool(obj.get("payouts_enabled"))
+            _store_account(fan, gateway().retrieve_account(str(obj.get("id"))))
             return "account updated"
         if kind in ("transfer.reversed", "transfer.updated"):
-            payout = machine.apply_reversal(
-                session, str(obj.get("id")), int(obj.get("amount_reversed") or 0)
+            transfer_id = str(obj.get("id"))
+            known = session.scalar(
+                select(Payout.id).where(Payout.stripe_transfer_id == transfer_id)
             )
-            return "transfer reversal applied" if payout else "ignored: unknown transfer"
+            if known is None:
+                return "ignored: unknown transfer"
+            now = gateway().retrieve_transfer(transfer_id)
+            machine.apply_reversal(session, transfer_id, now.amount_reversed)
+            return "transfer reversal applied"
         return "ignored"
 
 
@@ -249,6 +497,38 @@ def get_payout(session: Session, payout_id: str, *, fan_id: str | None) -> dict[
 
 
 # -- reconciliation -----------------------------------------------------------------------
+
+
+def settle_open(session: Session, gateway: StripeGateway) -> Iterator[tuple[bool, str]]:
+    """Look at Stripe for the transfer of every open payout: settle those it has as
+    paid, and yield ``(settled, sentence)`` for each, so what is left can be listed."""
+    for open_one in machine.open_payouts(session):
+        payout = session.get(Payout, open_one.id)
+        session.rollback()
+        if payout is None or payout.state not in ("pending", "submitted"):
+            continue
+        try:
+            found = gateway.find_transfer(
+                destination=payout.destination,
+                transfer_group=payout.run_id,
+                payout_id=payout.id,
+            )
+        except (PaymentDeclined, PaymentUncertain) as exc:
+            yield (
+                False,
+                f"payout {payout.id} is {payout.state}: could not ask Stripe ({exc.detail})",
+            )
+            continue
+        if found is None:
+            yield (
+                False,
+                f"payout {payout.id} ({payout.amount} {payout.currency}) is {payout.state} and "
+                "Stripe has no transfer for it: the next payout run sends it",
+            )
+            continue
+        outcome = machine.mark_paid(session, payout.id, found, detail="found by reconcile")
+        if outcome.state == "paid":
+            yield True, f"payout {payout.id} settled as paid: Stripe has transfer {found.id}"
 
 
 def reconcile(

@@ -18,4 +18,5 @@ def fake_stripe() -> Iterator[FakeStripe]:
 
 @pytest.fixture
 def gateway(fake_stripe: FakeStripe) -> StripeGateway:
-    return StripeGateway("sk_test_x", fake_stripe.url, timeout_seconds=2)
+    # Unpaced: these tests are about answers, not rates (test_pacing.py is about rates).
+    return StripeGateway("sk_test_x", fake_stripe.url, timeout_seconds=2, requests_per_second=0)

@@ -114,16 +114,43 @@ def test_concurrent_calls_with_one_key_make_one_transfer(
     assert len(fake_stripe.transfers) == 1
 
 
-def test_the_same_key_with_different_params_is_declined(
+def test_the_same_key_with_different_params_is_uncertain_not_a_refusal(
     fake_stripe: FakeStripe, gateway: StripeGateway, account_id: str
 ) -> None:
+    """Stripe's idempotency_error: whatever ran under the key first may have made the
+    transfer (here it did), so it must never be read as "nothing happened"."""
     pay(gateway, account_id)
-    with pytest.raises(PaymentDeclined, match="same parameters"):
+    with pytest.raises(PaymentUncertain, match="same parameters"):
         pay(gateway, account_id, amount=1501)
     assert len(fake_stripe.transfers) == 1
 
 
-@pytest.mark.parametrize("status", [500, 502, 503, 429, 409])
+def test_a_429_is_retried_with_the_same_key_until_stripe_lets_it_through(
+    fake_stripe: FakeStripe, account_id: str
+) -> None:
+    naps: list[float] = []
+    gateway = StripeGateway("sk_test_x", fake_stripe.url, requests_per_second=0, sleep=naps.append)
+    fake_stripe.fail_next("transfers", 429, count=3)
+    made = pay(gateway, account_id)
+    assert [r["idempotency_key"] for r in posts(fake_stripe, "/v1/transfers")] == ["payout-1"] * 4
+    assert [t["id"] for t in fake_stripe.transfers] == [made.id]
+    assert len(naps) == 3 and naps[0] < naps[-1]  # backing off, more each time
+
+
+def test_a_429_that_does_not_clear_within_the_wait_is_uncertain(
+    fake_stripe: FakeStripe, account_id: str
+) -> None:
+    gateway = StripeGateway(
+        "sk_test_x", fake_stripe.url, requests_per_second=0, rate_limit_wait=0.6
+    )
+    fake_stripe.fail_next("transfers", 429, count=50)
+    with pytest.raises(PaymentUncertain, match="RateLimitError"):
+        pay(gateway, account_id)
+    assert 2 <= len(posts(fake_stripe, "/v1/transfers")) < 50
+    assert fake_stripe.transfers == []
+
+
+@pytest.mark.parametrize("status", [500, 502, 503, 409])
 def test_server_errors_rate_limits_and_key_conflicts_are_uncertain(
     fake_stripe: FakeStripe, gateway: StripeGateway, account_id: str, status: int
 ) -> None:

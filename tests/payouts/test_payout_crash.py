@@ -89,6 +89,7 @@ def link_account(engine: Engine, fan_id: str, account_id: str) -> None:
         assert fan is not None
         fan.stripe_account_id = account_id
         fan.payouts_enabled = True
+        fan.transfers_active = True
         session.commit()
 
 
@@ -130,14 +131,20 @@ def transfer_keys(requests: list[dict[str, Any]]) -> list[str | None]:
 # -- the tests ----------------------------------------------------------------------------
 
 
-def kill_mid_transfer(env: dict[str, str], remote: Any) -> None:
-    """Start ``payouts run`` and SIGKILL it once Stripe has made the (held) transfer."""
-    remote.delay("transfers", 10)
-    proc = start_cli("payouts", "run", env=env)
+def kill_mid_transfer(env: dict[str, str], remote: Any, *args: str, held: int = 1) -> None:
+    """Start ``payouts run`` and SIGKILL it once Stripe has made the ``held`` transfers
+    whose answers it holds (the first ``held`` transfers)."""
+    remote.delay("transfers", 10, count=held)
+    proc = start_cli("payouts", "run", *args, env=env)
     try:
-        wait_for(lambda: remote.transfers or proc.poll() is not None, timeout=30, what="a transfer")
+        wait_for(
+            lambda: len(remote.transfers) >= held or proc.poll() is not None,
+            timeout=30,
+            what=f"{held} held transfer(s)",
+        )
         assert proc.poll() is None, f"the run ended before the kill: {proc.communicate()}"
-        assert len(remote.transfers) == 1
+        if held == 1:
+            assert len(remote.transfers) == 1
         proc.send_signal(signal.SIGKILL)
     finally:
         proc.kill()
@@ -173,6 +180,7 @@ def test_a_run_killed_while_stripe_holds_the_answer_is_finished_by_the_next_run_
         [paid] = all_payouts(engine)
         assert (paid.id, paid.state) == (payout.id, "paid")
         assert paid.stripe_transfer_id == transfers[0]["id"]
+        # Soon after, the key is reused (the request might still be running): replayed.
         assert transfer_keys(remote.requests) == [payout.id, payout.id]
         assert balances(engine, fan.id) == (0, 1500)
         assert ledger_problems(engine) == []
@@ -204,7 +212,7 @@ def test_a_killed_run_leaves_the_fans_it_had_not_reached_untouched_and_the_next_
             link_account(engine, fan.id, accounts[fan.id])
         env = cli_env(db_url, remote.url)
 
-        kill_mid_transfer(env, remote)
+        kill_mid_transfer(env, remote, "--concurrency", "1")  # one fan after the other
 
         [open_one] = all_payouts(engine)
         assert open_one.state in ("pending", "submitted")
@@ -221,6 +229,42 @@ def test_a_killed_run_leaves_the_fans_it_had_not_reached_untouched_and_the_next_
         assert sorted((p.fan_id, p.amount, p.state) for p in payouts) == sorted(
             (f, earned[f], "paid") for f in earned
         )
+        assert {p.stripe_transfer_id for p in payouts} == {t["id"] for t in transfers}
+        assert all(balances(engine, f) == (0, earned[f]) for f in earned)
+        assert ledger_problems(engine) == []
+
+
+def test_a_run_killed_in_the_middle_of_concurrent_sends_is_finished_by_the_next_run_once(
+    shop, engine, db_url
+):
+    """Eight fans, four transfers in flight at once; Stripe holds three answers when the
+    run is SIGKILLed. The next run settles what Stripe made and pays the rest."""
+    fans = [shop.api.fan() for _ in range(8)]
+    for n, fan in enumerate(fans):
+        shop.earn(fan, 2000 + 200 * n)  # 1000, 1100, ...
+    shop.api.session.rollback()
+    earned = {fan.id: 1000 + 100 * n for n, fan in enumerate(fans)}
+    with standalone() as remote:
+        accounts = {}
+        for fan in fans:
+            accounts[fan.id] = remote.create_account()["id"]
+            link_account(engine, fan.id, accounts[fan.id])
+        env = cli_env(db_url, remote.url)
+        kill_mid_transfer(env, remote, "--concurrency", "4", held=3)
+        assert ledger_problems(engine) == []
+        unsettled = [p for p in all_payouts(engine) if p.state != "paid"]
+        assert len(unsettled) >= 3  # the held ones at least: claimed, not known paid
+
+        again = run_cli("payouts", "run", "--concurrency", "4", env=env)
+        assert again.returncode == 0, (again.stdout, again.stderr)
+
+        transfers = remote.transfers
+        assert sorted(t["destination"] for t in transfers) == sorted(accounts.values())
+        assert {t["destination"]: t["amount"] for t in transfers} == {
+            accounts[f]: earned[f] for f in earned
+        }
+        payouts = all_payouts(engine)
+        assert sorted((p.fan_id, p.state) for p in payouts) == sorted((f, "paid") for f in earned)
         assert {p.stripe_transfer_id for p in payouts} == {t["id"] for t in transfers}
         assert all(balances(engine, f) == (0, earned[f]) for f in earned)
         assert ledger_problems(engine) == []
