@@ -446,6 +446,7 @@ class FakeStripe:
             account.update(payouts_enabled=enabled, charges_enabled=enabled)
             account["details_submitted"] = account["details_submitted"] or enabled
             account["capabilities"]["transfers"] = "active" if enabled else "inactive"
+            account["requirements"] = _requirements(due=not enabled)
             return copy.deepcopy(account)
 
     def set_capability(self, account_id: str, name: str, status: str) -> Json:
@@ -773,6 +774,8 @@ class FakeStripe:
             "charges_enabled": False,
             "payouts_enabled": False,
             "details_submitted": False,
+            # What Stripe asks of an Express account that has not been onboarded yet.
+            "requirements": _requirements(due=True),
         }
         self._accounts[account["id"]] = account
         return copy.deepcopy(account)
@@ -1036,6 +1039,30 @@ def _positive_int(value: Any, param: str, required: bool = False) -> int:
             400, f"Invalid integer: {value}", "parameter_invalid_integer", param=param
         )
     return int(value)
+
+
+_DUE_BEFORE_ONBOARDING = (
+    "business_type",
+    "external_account",
+    "individual.dob.day",
+    "individual.first_name",
+    "individual.last_name",
+    "tos_acceptance.date",
+    "tos_acceptance.ip",
+)
+
+
+def _requirements(*, due: bool) -> Json:
+    """An account's ``requirements`` hash: what Stripe still needs, and why it is off."""
+    fields = list(_DUE_BEFORE_ONBOARDING) if due else []
+    return {
+        "currently_due": fields,
+        "eventually_due": list(fields),
+        "past_due": list(fields),
+        "pending_verification": [],
+        "disabled_reason": "requirements.past_due" if due else None,
+        "current_deadline": None,
+    }
 
 
 def _newest(obj: Json) -> tuple[int, str]:
