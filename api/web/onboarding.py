@@ -3,15 +3,18 @@ page, and the two pages Stripe sends the fan's browser back to with a GET.
 
 Stripe calls neither page with an API key, and its documentation asks the refresh page
 to authenticate before it makes a new link (its URL may leak). So each URL carries a
-token of its own: the fan's id signed with the app's ``SECRET_KEY`` and a purpose
-(salt), good for ``TOKEN_MAX_AGE``. The refresh page makes a new account link and
-redirects to it; the return page asks Stripe where the account stands (coming back
-does not mean onboarding is complete) and says so in plain words.
+token of its own: the fan's id and the time the fan started, signed with the app's
+``SECRET_KEY`` for this purpose (salt). The links the pages hand on carry the same
+start time, so a leaked URL works for ``TOKEN_MAX_AGE`` after the fan pressed the
+button, not forever. The refresh page makes a new account link and redirects to it;
+the return page asks Stripe where the account stands (coming back does not mean
+onboarding is complete) and says so in plain words.
 """
 
 from __future__ import annotations
 
 import re
+import time
 from datetime import timedelta
 from typing import Any
 
@@ -31,6 +34,7 @@ _COUNTRY = re.compile(r"[A-Z]{2}")
 
 # What Stripe's ``requirements.currently_due`` entries ask for, in a fan's words.
 _NEEDS = (
+    ("business_type", "whether you are paid as a person or a business"),
     ("external_account", "a bank account to pay out to"),
     ("individual.verification", "an identity document"),
     ("individual.", "your personal details"),
@@ -39,9 +43,10 @@ _NEEDS = (
 )
 
 
-def onboarding_urls(fan_id: str) -> tuple[str, str]:
-    """The ``refresh_url`` and ``return_url`` of a new account link for this fan."""
-    token = _serializer().dumps(fan_id)
+def onboarding_urls(fan_id: str, started: int | None = None) -> tuple[str, str]:
+    """The ``refresh_url`` and ``return_url`` of a new account link for this fan, for
+    an onboarding the fan started at ``started`` (a Unix time; default now)."""
+    token = _token(fan_id, started)
     base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
     return (
         base + url_for("web.payouts_refresh", token=token),
@@ -75,8 +80,8 @@ def payouts_setup(fan_id: str) -> Any:
 @bp.get("/payouts/refresh/<token>")
 def payouts_refresh(token: str) -> Any:
     """Stripe's ``refresh_url``: the link expired or was used; make a new one."""
-    fan_id = _fan(token)
-    refresh, back = onboarding_urls(fan_id)
+    fan_id, started = _fan(token)
+    refresh, back = onboarding_urls(fan_id, started)
     url = onboarding_link(
         db.session, stripe_gateway(), fan_id=fan_id, refresh_url=refresh, return_url=back
     )
@@ -86,14 +91,14 @@ def payouts_refresh(token: str) -> Any:
 @bp.get("/payouts/return/<token>")
 def payouts_return(token: str) -> Any:
     """Stripe's ``return_url``: the fan left Stripe's form; say where things stand."""
-    fan_id = _fan(token)
+    fan_id, started = _fan(token)
     account = refresh_account(db.session, stripe_gateway(), fan_id=fan_id)
     return render_template(
         "web/payouts_return.html",
         fan_id=fan_id,
         account=account,
         needs=_needs(account) if account else [],
-        again=url_for("web.payouts_refresh", token=_serializer().dumps(fan_id)),
+        again=url_for("web.payouts_refresh", token=_token(fan_id, started)),
     )
 
 
@@ -110,16 +115,42 @@ def _serializer() -> URLSafeTimedSerializer:
     return URLSafeTimedSerializer(current_app.secret_key or "", salt=_SALT)
 
 
-def _fan(token: str) -> str:
+def _token(fan_id: str, started: int | None) -> str:
+    return _serializer().dumps([fan_id, int(time.time()) if started is None else started])
+
+
+class LinkExpired(Forbidden):
+    """Raised when an onboarding page's token is older than ``TOKEN_MAX_AGE``."""
+
+    title = "Link expired"
+
+
+class LinkInvalid(Forbidden):
+    """Raised when an onboarding page's token does not verify."""
+
+    title = "Link not valid"
+
+
+def _fan(token: str) -> tuple[str, int]:
+    """The fan and start time a token was signed for, if it verifies and is fresh."""
+    max_age = int(TOKEN_MAX_AGE.total_seconds())
     try:
-        fan_id = _serializer().loads(token, max_age=int(TOKEN_MAX_AGE.total_seconds()))
+        payload = _serializer().loads(token, max_age=max_age)
     except SignatureExpired:
-        raise Forbidden(
-            "This payout setup link has expired. Sign in to the dashboard and press "
-            "“Set up payouts” again."
-        ) from None
+        payload = None
     except BadSignature:
-        raise Forbidden("This payout setup link is not valid.") from None
-    if not isinstance(fan_id, str):
-        raise Forbidden("This payout setup link is not valid.")
-    return fan_id
+        raise LinkInvalid("This payout setup link is not valid.") from None
+    else:
+        if not (
+            isinstance(payload, list)
+            and len(payload) == 2
+            and isinstance(payload[0], str)
+            and isinstance(payload[1], int)
+        ):
+            raise LinkInvalid("This payout setup link is not valid.")
+    if payload is None or time.time() - payload[1] > max_age:
+        raise LinkExpired(
+            "This payout setup link has expired. Open your fan page in the dashboard and "
+            "continue setting up payouts from there."
+        )
+    return payload[0], payload[1]

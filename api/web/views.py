@@ -268,7 +268,7 @@ def _domain_error(error: RoyaltiesError) -> Any:
     if status == 500:
         log.error("domain invariant broken: %s", error, exc_info=error)
         return _error_page(500, "Something went wrong on our side; it has been logged.")
-    return _error_page(status, error.detail)
+    return _error_page(status, error.detail, getattr(error, "title", None))
 
 
 @bp.errorhandler(HTTPException)
@@ -283,7 +283,7 @@ def _unexpected(error: Exception) -> Any:
     return _error_page(500, "Something went wrong on our side; it has been logged.")
 
 
-def _error_page(status: int, detail: str) -> tuple[str, int]:
+def _error_page(status: int, detail: str, title: str | None = None) -> tuple[str, int]:
     titles = {400: "Bad request", 403: "Not yours", 404: "Not found", 500: "Server error"}
-    title = titles.get(status, "Something went wrong")
+    title = title or titles.get(status, "Something went wrong")
     return render_template("web/error.html", status=status, title=title, detail=detail), status

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import and_, event, or_, select
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
@@ -111,7 +111,10 @@ def onboarding_link(
     if fan is None:
         raise NotFound(f"fan {fan_id} does not exist")
     if fan.stripe_account_id is None:
-        raise NotFound("this fan has not started setting up payouts yet")
+        raise NotFound(
+            "No Stripe account has been set up for payouts yet: press “Set up payouts” on "
+            "the fan page."
+        )
     return gateway.create_account_link(
         account_id=fan.stripe_account_id, refresh_url=refresh_url, return_url=return_url
     )
@@ -312,18 +315,22 @@ def _in_parallel(
     jobs: list[tuple[str, int, Callable[[Session], Any]]],
     do: Callable[[Session, str, int, Callable[[Session], Any]], None],
 ) -> None:
-    """Run ``do(work, *job)`` for every job on up to ``concurrency`` threads, each with a
-    session on a connection of its own for its whole life. Every payout is committed
-    step by step, so a thread that dies loses nothing; the first error is raised once
-    all threads have stopped."""
+    """Run ``do(work, *job)`` for every job on up to ``concurrency`` threads. One thread
+    keeps one connection for its whole life; several take a connection from the pool
+    for each transaction only, so a thread waiting on Stripe holds none (32 senders need
+    a few connections, not 32). Every payout is committed step by step, so a thread that
+    dies loses nothing; the first error is raised once all threads have stopped."""
     pending: queue.SimpleQueue[tuple[str, int, Callable[[Session], Any]]] = queue.SimpleQueue()
     for job in jobs:
         pending.put(job)
     errors: list[BaseException] = []
 
+    threads = max(1, min(concurrency, len(jobs)))
+    shared = threads > 1 and isinstance(bind, Engine)
+
     def worker() -> None:
         try:
-            with _one_connection(bind) as work:
+            with _pooled(bind) if shared else _one_connection(bind) as work:
                 while not errors:
                     try:
                         job = pending.get_nowait()
@@ -333,8 +340,7 @@ def _in_parallel(
         except BaseException as exc:  # reported below, after every thread stopped
             errors.append(exc)
 
-    threads = max(1, min(concurrency, len(jobs)))
-    if threads == 1 or not isinstance(bind, Engine):
+    if not shared:
         worker()  # a session bound to one connection cannot be shared between threads
     else:
         pool = [threading.Thread(target=worker, name=f"payouts-{n}") for n in range(threads)]
@@ -363,6 +369,21 @@ def _one_connection(bind: Any) -> Iterator[Session]:
         _custom_plans(conn),
         Session(bind=conn, expire_on_commit=False) as work,
     ):
+        yield work
+
+
+@contextmanager
+def _pooled(engine: Engine) -> Iterator[Session]:
+    """A session that takes a pooled connection per transaction, planning as it goes
+    (``SET LOCAL``: the setting ends with each transaction, and its connection goes back
+    to the pool as it was)."""
+    with Session(bind=engine, expire_on_commit=False) as work:
+        if engine.dialect.name == "postgresql":
+
+            @event.listens_for(work, "after_begin")
+            def _plan(_session: Session, _tx: Any, conn: Connection) -> None:
+                conn.exec_driver_sql("SET LOCAL plan_cache_mode = force_custom_plan")
+
         yield work
 
 
@@ -404,9 +425,23 @@ def handle_webhook(
     """Act on a verified Stripe event once; a replay of the same event id changes nothing.
 
     Events arrive more than once and out of order, so an event only says *which* object
-    changed: its current state is fetched from Stripe (``gateway`` is called only then).
-    A fetch that fails rolls everything back, the event id included, and raises, so
-    Stripe's redelivery is handled in full."""
+    changed: its current state is fetched from Stripe (``gateway`` is called only then),
+    before any transaction opens, so no lock is held across the call. A fetch that fails
+    raises before anything is written, the event id included, so Stripe's redelivery is
+    handled in full."""
+    obj = (event.get("data") or {}).get("object") or {}
+    kind = event.get("type")
+    object_id = str(obj.get("id"))
+    account: AccountInfo | None = None
+    transfer: TransferInfo | None = None
+    if kind == "account.updated":
+        fan_id = session.scalar(select(Fan.id).where(Fan.stripe_account_id == object_id))
+        session.rollback()
+        account = gateway().retrieve_account(object_id) if fan_id else None
+    elif kind in ("transfer.reversed", "transfer.updated"):
+        known = session.scalar(select(Payout.id).where(Payout.stripe_transfer_id == object_id))
+        session.rollback()
+        transfer = gateway().retrieve_transfer(object_id) if known else None
     with unit_of_work(session):
         first = session.execute(
             insert_or_ignore(session, WebhookEvent)
@@ -415,23 +450,16 @@ def handle_webhook(
         ).scalar()
         if first is None:
             return "duplicate"
-        obj = (event.get("data") or {}).get("object") or {}
-        kind = event.get("type")
         if kind == "account.updated":
-            fan = session.scalar(select(Fan).where(Fan.stripe_account_id == obj.get("id")))
-            if fan is None:
+            fan = session.scalar(select(Fan).where(Fan.stripe_account_id == object_id))
+            if fan is None or account is None:
                 return "ignored: unknown account"
-            _store_account(fan, gateway().retrieve_account(str(obj.get("id"))))
+            _store_account(fan, account)
             return "account updated"
         if kind in ("transfer.reversed", "transfer.updated"):
-            transfer_id = str(obj.get("id"))
-            known = session.scalar(
-                select(Payout.id).where(Payout.stripe_transfer_id == transfer_id)
-            )
-            if known is None:
+            if transfer is None:
                 return "ignored: unknown transfer"
-            now = gateway().retrieve_transfer(transfer_id)
-            machine.apply_reversal(session, transfer_id, now.amount_reversed)
+            machine.apply_reversal(session, object_id, transfer.amount_reversed)
             return "transfer reversal applied"
         return "ignored"
 

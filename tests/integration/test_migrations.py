@@ -5,6 +5,8 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from alembic import command
@@ -123,21 +125,28 @@ def test_an_entry_cannot_mix_currencies(session):
     session.rollback()
 
 
-def test_upgrading_a_database_with_data_from_the_first_revision_keeps_the_data(tmp_path, db_url):
+@contextmanager
+def second_database(tmp_path, db_url) -> Iterator[str]:
+    """An empty database beside the fixture's (SQLite: a file; PostgreSQL: dropped after)."""
     from sqlalchemy.engine import make_url
 
     if db_url.startswith("sqlite"):
-        url = f"sqlite:///{tmp_path / 'old.db'}"
-    else:  # a second, empty database beside the fixture's
-        name = make_url(db_url).database + "_old"
-        admin = create_engine(
-            make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-        )
-        with admin.connect() as conn:
-            conn.execute(text(f'CREATE DATABASE "{name}"'))
-        admin.dispose()
-        url = make_url(db_url).set(database=name).render_as_string(hide_password=False)
+        yield f"sqlite:///{tmp_path / 'old.db'}"
+        return
+    name = make_url(db_url).database + "_old"
+    admin = create_engine(make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE DATABASE "{name}"'))
     try:
+        yield make_url(db_url).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+
+
+def test_upgrading_a_database_with_data_from_the_first_revision_keeps_the_data(tmp_path, db_url):
+    with second_database(tmp_path, db_url) as url:
         upgrade(url, "0001")
         engine = create_engine(url)
         with engine.begin() as conn:
@@ -164,11 +173,37 @@ def test_upgrading_a_database_with_data_from_the_first_revision_keeps_the_data(t
             rows = conn.execute(text("SELECT id, payouts_enabled FROM fans ORDER BY id")).all()
         engine.dispose()
         assert [(r[0], bool(r[1])) for r in rows] == [("fan_a", False), ("fan_b", False)]
-    finally:
-        if not db_url.startswith("sqlite"):
-            admin = create_engine(
-                make_url(db_url).set(database="postgres"), isolation_level="AUTOCOMMIT"
-            )
-            with admin.connect() as conn:
-                conn.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-            admin.dispose()
+
+
+def test_0004_keeps_paying_the_fans_that_were_payable_and_downgrades_cleanly(tmp_path, db_url):
+    """Before 0004 only payouts_enabled was known: a fan paid then stays payable
+    (transfers_active copied from it) until the next account.updated asks Stripe."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0003")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            for fan, enabled in (("fan_on", True), ("fan_off", False)):
+                conn.execute(
+                    text(
+                        "INSERT INTO fans (id, handle, root_id, payouts_enabled, created_at) "
+                        "VALUES (:id, :id, :id, :on, CURRENT_TIMESTAMP)"
+                    ),
+                    {"id": fan, "on": enabled},
+                )
+        upgrade(url)
+        with engine.connect() as conn:
+            rows = conn.execute(
+                text(
+                    "SELECT id, payouts_enabled, transfers_active, account_attempts FROM fans "
+                    "ORDER BY id"
+                )
+            ).all()
+        assert [(r[0], bool(r[1]), bool(r[2]), r[3]) for r in rows] == [
+            ("fan_off", False, False, 0),
+            ("fan_on", True, True, 0),
+        ]
+        command.downgrade(alembic_config(url), "0003")
+        columns = {c["name"] for c in inspect(engine).get_columns("payouts")}
+        assert not {"stripe_key", "sent_at"} & columns
+        upgrade(url)
+        engine.dispose()

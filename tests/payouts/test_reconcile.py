@@ -145,3 +145,32 @@ def test_a_payout_sent_before_the_window_and_settled_inside_it_agrees(shop, db_u
     assert [t["created"] for t in shop.fake.transfers] == [two_days_ago]
     result = reconcile_cli(shop, db_url)
     assert result.returncode == 0, (result.stdout, result.stderr)
+
+
+def test_reconcile_settles_an_open_payout_stripe_has_and_lists_the_one_it_has_not(shop, db_url):
+    """Two payouts left submitted (their looks failed): Stripe made one transfer and not
+    the other. Reconcile pays the first with its transfer and says the second is left."""
+    made, lost = shop.api.fan(), shop.api.fan()
+    for fan in (made, lost):
+        shop.earn(fan, 3000)
+        shop.connect(fan)
+    shop.api.client.application.config["PAYOUT_CONCURRENCY"] = 1
+    shop.fake.fail_after_create("POST transfers", 500)  # the first: made, answered 500
+    shop.fake.fail_next("POST transfers", 500, count=1)  # ... then the second: not made
+    shop.fake.fail_next("GET transfers", 503, count=2)  # neither look can answer
+    run = shop.run()
+    assert sorted(p["state"] for p in run["payouts"]) == ["submitted", "submitted"]
+    assert len(shop.fake.transfers) == 1
+    settled_id = shop.fake.transfers[0]["metadata"]["payout_id"]
+    left_id = next(p["id"] for p in run["payouts"] if p["id"] != settled_id)
+
+    result = reconcile_cli(shop, db_url)
+    assert result.returncode == 0, (result.stdout, result.stderr)
+    assert f"payout {settled_id} settled as paid" in result.stdout
+    assert f"payout {left_id} " in result.stdout and "next payout run sends it" in result.stdout
+    assert mismatches(result) == []
+    shop.api.session.rollback()
+    states = {
+        p["id"]: p["state"] for p in shop.api.ok("GET", "/v1/payouts", shop.api.admin)["items"]
+    }
+    assert states == {settled_id: "paid", left_id: "submitted"}

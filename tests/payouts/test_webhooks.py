@@ -83,3 +83,24 @@ def test_webhooks_without_a_configured_secret_are_503(papi, shop):
     payload = make_event("account.updated", {"id": "acct_x"})
     response = shop.webhook(payload)
     assert response.status_code == 503 and response.get_json()["code"] == "not_configured"
+
+
+def test_an_account_event_whose_fetch_fails_is_refused_whole_and_handled_on_redelivery(shop):
+    """Stripe redelivers an event that was not answered 2xx: a failed fetch must leave
+    nothing behind, not even the event id, or the redelivery would be a "duplicate"."""
+    fan = shop.api.fan()
+    account = shop.connect(fan, enabled=False)
+    shop.fake.set_payouts_enabled(account, True)
+    event = make_event("account.updated", shop.fake.accounts[account])
+    shop.fake.fail_next("GET accounts", 500)
+    refused = shop.webhook(event)
+    assert refused.status_code == 503
+    assert refused.headers["Content-Type"] == "application/problem+json"
+    shop.api.session.rollback()
+    assert shop.api.session.get(Fan, fan.id).payouts_enabled is False
+    shop.api.session.rollback()  # SQLite: a transaction of ours would hold the write lock
+    again = shop.webhook(event)
+    assert again.status_code == 200 and again.get_json()["result"] == "account updated"
+    shop.api.session.rollback()
+    fan_row = shop.api.session.get(Fan, fan.id)
+    assert (fan_row.payouts_enabled, fan_row.transfers_active) == (True, True)
