@@ -402,9 +402,10 @@ def send(
     now: datetime | None = None,
     rekey_after: timedelta = REKEY_AFTER,
 ) -> Outcome:
-    """Retry one open payout: look for its transfer first, settle it if Stripe has it,
-    else send it again (same key while the last attempt may still be running, a new key
-    after that) and settle what comes back.
+    """Retry one open payout. While its last attempt may still be running at Stripe
+    (``rekey_after``), send it again with the same key and settle what comes back (an
+    unclear answer is followed by a look). After that, look first: settle it if Stripe
+    has the transfer, else send it with a new key.
 
     Commits: the outcome of the look, or first that the payout is ``submitted`` for a
     new attempt (so a crash leaves it for retry), then its outcome."""
@@ -456,10 +457,11 @@ def send(
 
 
 def _look(
-    session: Session, gateway: StripeGateway, attempt: Attempt
+    session: Session, gateway: StripeGateway, attempt: Attempt, *, after: str = ""
 ) -> TransferInfo | Outcome | None:
-    """Ask Stripe for the payout's transfer. An Outcome when Stripe could not say (the
-    payout stays ``submitted``; the look is audited and committed)."""
+    """Ask Stripe for the payout's transfer (``after``: the unclear answer that made us
+    look). An Outcome when Stripe could not say: the payout stays ``submitted``, and the
+    look is audited and committed."""
     try:
         return gateway.find_transfer(
             destination=attempt.destination,
@@ -468,6 +470,8 @@ def _look(
         )
     except (PaymentUncertain, PaymentDeclined) as exc:
         detail = f"could not look for its transfer at Stripe, will retry: {exc.detail}"
+        if after:
+            detail = f"outcome unknown ({after}); {detail}"
         audit(session, attempt.payout_id, "submitted", "submitted", detail)
         session.commit()
         return _outcome(attempt, "submitted", detail, exc)
@@ -486,9 +490,9 @@ def send_claimed(session: Session, gateway: StripeGateway, attempt: Attempt) -> 
             metadata={"payout_id": attempt.payout_id, "fan_id": attempt.fan_id},
         )
     except PaymentUncertain as exc:
-        found = _look(session, gateway, attempt)
+        found = _look(session, gateway, attempt, after=exc.detail)
         if isinstance(found, Outcome):
-            return _outcome(attempt, "submitted", f"outcome unknown: {exc.detail}", exc)
+            return found
         if found is not None:
             detail = f"found at Stripe after an unclear answer: {exc.detail}"
             return mark_paid(session, attempt.payout_id, found, detail=detail)

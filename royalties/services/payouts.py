@@ -234,28 +234,31 @@ def run_payouts(
         work.rollback()
     report.not_paid = dict(plan.not_paid)
     budget = _Budget(gateway.available_balance())
+
+    def short_of_balance() -> None:
+        with lock:
+            report.not_paid["platform_balance_short"] = (
+                report.not_paid.get("platform_balance_short", 0) + 1
+            )
+
     jobs: list[tuple[str, int, Callable[[Session], machine.Outcome | None]]] = []
     for open_one in retry:
         if budget.reserve(open_one.currency, open_one.amount):
-            jobs.append(
-                (open_one.currency, open_one.amount, _retry_job(gateway, open_one.id, rekey_after))
-            )
+            retry_job = _retry_job(gateway, open_one.id, rekey_after)
+            jobs.append((open_one.currency, open_one.amount, retry_job))
+        else:
+            short_of_balance()
     for candidate in plan.candidates:
         if budget.reserve(candidate.currency, candidate.available):
             claim = _claim_job(gateway, run.id, candidate, minimums.of(candidate.currency), now)
             jobs.append((candidate.currency, candidate.available, claim))
         else:
-            report.not_paid["platform_balance_short"] = (
-                report.not_paid.get("platform_balance_short", 0) + 1
-            )
+            short_of_balance()
     tick("total", len(jobs))
 
     def do(work: Session, currency: str, amount: int, job: Callable[[Session], Any]) -> None:
         if budget.is_closed(currency, amount):
-            with lock:
-                report.not_paid["platform_balance_short"] = (
-                    report.not_paid.get("platform_balance_short", 0) + 1
-                )
+            short_of_balance()
         else:
             outcome = job(work)
             if outcome is not None:
