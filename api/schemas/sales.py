@@ -5,6 +5,7 @@ from typing import Any
 import marshmallow as ma
 
 from api.schemas.common import Currency, Money, StrictSchema, Text, WholeMatch
+from royalties import rewards
 
 
 class BuyerIn(StrictSchema):
@@ -117,7 +118,7 @@ class RewardItem(ma.Schema):
     currency = ma.fields.String(required=True)
     state = ma.fields.String(
         required=True,
-        validate=ma.validate.OneOf(("pending", "available", "reversed", "held", "rejected")),
+        validate=ma.validate.OneOf(rewards.SHOWN_STATES),
     )
     available_at = ma.fields.DateTime(required=True)
     created_at = ma.fields.DateTime(required=True)

@@ -10,7 +10,7 @@ from typing import Any
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from royalties import ledger
+from royalties import ledger, rewards
 from royalties.db import utcnow
 from royalties.errors import ValidationFailed
 from royalties.holds import mature_due
@@ -49,14 +49,6 @@ def _decode(cursor: str) -> tuple[datetime, str]:
         ) from None
 
 
-def reward_state(reward: Reward) -> str:
-    if reward.review_state in ("held", "rejected"):
-        return reward.review_state
-    if reward.reversed_amount == reward.amount:
-        return "reversed"
-    return reward.state
-
-
 def fan_rewards(
     session: Session,
     fan_id: str,
@@ -91,7 +83,7 @@ def fan_rewards(
             "amount": reward.amount,
             "reversed_amount": reward.reversed_amount,
             "currency": reward.currency,
-            "state": reward_state(reward),
+            "state": rewards.shown_state(reward),
             "available_at": reward.available_at,
             "created_at": reward.created_at,
         }

@@ -3,13 +3,15 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
+from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from royalties import plans
 from royalties.errors import Forbidden, NotFound, ValidationFailed
 from royalties.ids import new_id
-from royalties.models import CONTENT_KINDS, Artist, Content, RewardPlan
+from royalties.models import CONTENT_KINDS, Artist, Content, Purchase, RewardPlan
 from royalties.money import check_amount, normalize_currency
 from royalties.services._tx import transactional
 
@@ -104,3 +106,40 @@ def plan_for(session: Session, *, artist_id: str, content_id: str | None) -> Rew
         return plan
     content = get_content(session, content_id)
     return plans.effective_plan(session, artist_id=content.artist_id, content_id=content.id)
+
+
+def content_sales(session: Session, artist_id: str) -> list[dict[str, Any]]:
+    """The artist's content, newest first, each with its number of sales and its
+    revenue net of refunds."""
+    sales = (
+        select(
+            Purchase.content_id,
+            func.count().label("sales"),
+            func.coalesce(func.sum(Purchase.amount - Purchase.refunded_amount), 0).label("net"),
+        )
+        .where(Purchase.artist_id == artist_id)
+        .group_by(Purchase.content_id)
+        .subquery()
+    )
+    rows = session.execute(
+        select(Content, sales.c.sales, sales.c.net)
+        .outerjoin(sales, sales.c.content_id == Content.id)
+        .where(Content.artist_id == artist_id)
+        .order_by(Content.created_at.desc(), Content.id)
+    ).all()
+    return [
+        {"item": item, "sales": int(count or 0), "revenue": int(net or 0)}
+        for item, count, net in rows
+    ]
+
+
+def plan_history(session: Session, artist_id: str, *, limit: int) -> list[RewardPlan]:
+    """The artist's plan versions, newest first (the first is the one in force)."""
+    return list(
+        session.scalars(
+            select(RewardPlan)
+            .where(RewardPlan.scope == plans.artist_scope(artist_id))
+            .order_by(RewardPlan.version.desc())
+            .limit(limit)
+        )
+    )

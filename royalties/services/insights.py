@@ -21,10 +21,10 @@ from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import String, case, cast, func, select
+from sqlalchemy import String, cast, func, select
 from sqlalchemy.orm import Session
 
-from royalties import insights
+from royalties import insights, rewards
 from royalties.db import utcnow
 from royalties.errors import ValidationFailed
 from royalties.insights import Sale
@@ -168,15 +168,6 @@ def _fingerprint(session: Session, artist_id: str) -> tuple[int, int]:
     return int(count), int(refunded)
 
 
-def _paid(reward: type[Reward]) -> Any:
-    """A reward's booked amount; a rejected one paid nothing."""
-    return case((reward.review_state == "rejected", 0), else_=reward.amount)
-
-
-def _reversed(reward: type[Reward]) -> Any:
-    return case((reward.review_state == "rejected", 0), else_=reward.reversed_amount)
-
-
 def _load_sales(
     session: Session,
     artist_id: str,
@@ -192,7 +183,11 @@ def _load_sales(
     booked = {
         purchase_id: (int(paid), int(back))
         for purchase_id, paid, back in session.execute(
-            select(Reward.purchase_id, func.sum(_paid(Reward)), func.sum(_reversed(Reward)))
+            select(
+                Reward.purchase_id,
+                func.sum(rewards.counted()),
+                func.sum(rewards.counted_reversed()),
+            )
             .join(Purchase, Purchase.id == Reward.purchase_id)
             .where(*period)
             .group_by(Reward.purchase_id)
@@ -229,7 +224,7 @@ def _rewards_by_fan(session: Session, artist_id: str) -> dict[str, int]:
     return {
         fan_id: int(total)
         for fan_id, total in session.execute(
-            select(Reward.fan_id, func.sum(_paid(Reward) - _reversed(Reward)))
+            select(Reward.fan_id, func.sum(rewards.counted_net()))
             .join(Purchase, Purchase.id == Reward.purchase_id)
             .where(Purchase.artist_id == artist_id)
             .group_by(Reward.fan_id)

@@ -19,6 +19,7 @@ import hashlib
 import re
 from collections.abc import Iterable, Iterator
 from itertools import islice
+from typing import Any
 from urllib.parse import unquote_plus, urlencode, urlsplit, urlunsplit
 
 from sqlalchemy import func, insert, select
@@ -27,7 +28,7 @@ from sqlalchemy.orm import Session
 from royalties.db import utcnow
 from royalties.errors import Conflict, Forbidden, NotFound
 from royalties.ids import random_token
-from royalties.models import Click, Content, ShareLink
+from royalties.models import Click, Content, Purchase, ShareLink
 from royalties.services._tx import transactional
 
 CODE_LENGTH = 10
@@ -163,3 +164,40 @@ def resolve_click(session: Session, *, code: str, ip_hash: str, user_agent: str)
     agent = user_agent.replace("\x00", "")[:MAX_USER_AGENT]
     session.execute(insert(Click).values(code=code, at=utcnow(), ip_hash=ip_hash, user_agent=agent))
     return add_ref(target, code)
+
+
+def link_stats(session: Session, fan_id: str, public_base_url: str) -> list[dict[str, Any]]:
+    """The fan's share links, newest first, each with its content, URL, clicks and sales."""
+    clicks = (
+        select(Click.code, func.count().label("n"))
+        .join(ShareLink, ShareLink.code == Click.code)
+        .where(ShareLink.fan_id == fan_id)
+        .group_by(Click.code)
+        .subquery()
+    )
+    sales = (
+        select(Purchase.share_code, func.count().label("n"))
+        .join(ShareLink, ShareLink.code == Purchase.share_code)
+        .where(ShareLink.fan_id == fan_id)
+        .group_by(Purchase.share_code)
+        .subquery()
+    )
+    rows = session.execute(
+        select(ShareLink, Content.title, Content.kind, clicks.c.n, sales.c.n)
+        .join(Content, Content.id == ShareLink.content_id)
+        .outerjoin(clicks, clicks.c.code == ShareLink.code)
+        .outerjoin(sales, sales.c.share_code == ShareLink.code)
+        .where(ShareLink.fan_id == fan_id)
+        .order_by(ShareLink.created_at.desc(), ShareLink.code)
+    ).all()
+    return [
+        {
+            "link": link,
+            "url": share_url(public_base_url, link.code),
+            "title": title,
+            "kind": kind,
+            "clicks": int(n_clicks or 0),
+            "sales": int(n_sales or 0),
+        }
+        for link, title, kind, n_clicks, n_sales in rows
+    ]

@@ -30,6 +30,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
+from royalties import rewards
 from royalties.db import utcnow
 from royalties.errors import ValidationFailed
 from royalties.holds import mature_due
@@ -44,7 +45,6 @@ from royalties.models import (
     Reward,
 )
 from royalties.services._tx import unit_of_work
-from royalties.services.balances import reward_state
 from royalties.services.fans import get_fan
 
 #: Ledger transaction kinds as a statement names them; others keep their own name.
@@ -220,7 +220,7 @@ def _batches(ids: Iterable[str]) -> Iterator[list[str]]:
 def _explain(session: Session, lines: list[dict[str, Any]]) -> None:
     """Fill in each line's purchase, content, level and state."""
     reward_ids = {line["reward_id"] for line in lines if line["reward_id"]}
-    rewards: dict[str, tuple[Reward, str, str]] = {}
+    found: dict[str, tuple[Reward, str, str]] = {}
     for batch in _batches(reward_ids):
         for reward, content_id, title in session.execute(
             select(Reward, Purchase.content_id, Content.title)
@@ -228,21 +228,21 @@ def _explain(session: Session, lines: list[dict[str, Any]]) -> None:
             .join(Content, Content.id == Purchase.content_id)
             .where(Reward.id.in_(batch))
         ):
-            rewards[reward.id] = (reward, content_id, title)
+            found[reward.id] = (reward, content_id, title)
     payout_ids = {line["payout_id"] for line in lines if line["payout_id"]}
     states: dict[str, str] = {}
     for batch in _batches(payout_ids):
         query = select(Payout.id, Payout.state).where(Payout.id.in_(batch))
         states.update((payout_id, state) for payout_id, state in session.execute(query))
     for line in lines:
-        if line["reward_id"] in rewards:
-            reward, content_id, title = rewards[line["reward_id"]]
+        if line["reward_id"] in found:
+            reward, content_id, title = found[line["reward_id"]]
             line.update(
                 purchase_id=reward.purchase_id,
                 content_id=content_id,
                 content_title=title,
                 level=reward.level,
-                state=reward_state(reward),
+                state=rewards.shown_state(reward),
             )
         elif line["payout_id"] in states:
             line["state"] = states[line["payout_id"]]

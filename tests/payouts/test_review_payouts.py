@@ -60,3 +60,37 @@ def test_a_rejected_reward_goes_back_to_the_artist_and_a_later_refund_stays_exac
     assert back["artist_reversed"] == 3000  # the artist held the rejected share
     assert shop.balance(fan) == (0, 0, 0)
     ledger_is_sound(shop.api.session)
+
+
+def test_the_fan_page_counts_a_rejected_reward_as_nothing_as_the_ledger_does(shop):
+    """Issue 12's bug: after a rejection the ledger showed 0 and insights 0, but the fan
+    page's "Earnings by level" and "Earnings by content" still showed the reward."""
+    import re
+
+    from tests.web.conftest import Browser
+
+    fan = shop.api.fan(email="ivy@example.com")
+    held_sale(shop, fan, "ivy+alt@example.com")  # reward 1500, held
+    browser = Browser(shop.api.client.application)
+    browser.sign_in(fan.key)
+
+    def figures() -> tuple[str, str]:
+        html = browser.get(f"/dashboard/fans/{fan.id}").get_data(as_text=True)
+        level = html[html.index('id="earnings-by-level"') :].split("</table>")[0]
+        content = html[html.index('id="earnings-by-content"') :].split("</table>")[0]
+        return re.sub(r"\s+", " ", level), re.sub(r"\s+", " ", content)
+
+    level, content = figures()
+    assert "15.00 USD" in level and "15.00 USD" in content  # held: earned, not yet decided
+    reward_id = shop.api.ok("GET", "/v1/review", shop.api.admin)["items"][0]["reward_id"]
+    shop.api.ok(
+        "POST",
+        f"/v1/review/{reward_id}",
+        shop.api.admin,
+        {"decision": "reject", "reason": "second account"},
+    )
+    shop.api.session.rollback()
+    level, content = figures()
+    assert "15.00 USD" not in level and "15.00 USD" not in content
+    assert "0.00 USD" in level and "0.00 USD" in content
+    assert shop.balance(fan) == (0, 0, 0)
