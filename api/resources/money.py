@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 from api.auth import own, require
 from api.extensions import db
 from api.schemas.common import PageQuery
-from api.schemas.sales import BalanceOut, RewardPage
+from api.schemas.money import BalanceOut, RewardPage
 from royalties.services import balances
 
 blp = Blueprint("money", __name__, url_prefix="/v1", description="Balances and rewards")
