@@ -2,6 +2,8 @@
 
 Pure functions: no session, no I/O, integers only.
 
+- Level 1 is the fan whose share link brought the buyer, else the buyer's sponsor; a
+  buyer's own link (a self-referral) is ignored, so level 1 falls back to the sponsor.
 - The influence chain is the level-1 fan followed by its upline, cut to the plan's
   number of levels. Positions held by the buyer pay nothing and do not shift.
 - The reward at level L is ``floor(amount * rate_L / 10000)``; the fee is floored the
@@ -39,6 +41,14 @@ class Split:
     @property
     def total_rewards(self) -> int:
         return sum(r.amount for r in self.rewards)
+
+
+def level_one(link_owner: str | None, buyer_id: str, buyer_sponsor: str | None) -> str | None:
+    """Who is level 1 of a sale (SPEC section 3): the owner of the share link used,
+    unless that is the buyer, else the buyer's sponsor; None for a direct sale."""
+    if link_owner is not None and link_owner != buyer_id:
+        return link_owner
+    return buyer_sponsor
 
 
 def influence_chain(level1: str | None, upline_of_level1: Sequence[str], levels: int) -> list[str]:

@@ -35,7 +35,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from royalties import fraud, graph, idempotency, ledger, plans
-from royalties.attribution import RewardLine, influence_chain, split_sale
+from royalties.attribution import RewardLine, influence_chain, level_one, split_sale
 from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.ids import new_id, random_token
@@ -120,11 +120,8 @@ def record_purchase(
             )
         if sale.plan_id is None:  # every artist gets version 1 at creation: a broken database
             raise PlanError(f"artist {sale.artist_id} has no reward plan")
-        link_owner: str | None = sale.link_owner
         buyer_id, buyer_sponsor, buyer_email = _buyer(session, sale, buyer, storefront_id)
-        if link_owner == buyer_id:
-            link_owner = None  # self-referral: ignored, level 1 falls back to the sponsor
-        level1 = link_owner or buyer_sponsor
+        level1 = level_one(sale.link_owner, buyer_id, buyer_sponsor)
         rates: list[int] = sale.level_rates_bps
         upline = _upline(conn, level1, len(rates) - 1) if level1 else []
         chain = influence_chain(level1, [fan.fan_id for fan in upline[1:]], len(rates))
@@ -157,7 +154,7 @@ def record_purchase(
             reward_ids,
             upline,
             buyer_email=buyer_email,
-            link_owner=link_owner,
+            link_owner=sale.link_owner,  # the buyer's own link: the buyer earns nothing
             link_flagged=bool(sale.link_flagged),
             client_ip_hash=client_ip_hash,
         )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from royalties.attribution import influence_chain, reverse, split_sale
+from royalties.attribution import influence_chain, level_one, reverse, split_sale
 from royalties.money import MAX_AMOUNT
 
 PLAN = [500, 200, 100, 50, 25]
@@ -30,6 +30,24 @@ def test_the_worked_example_refunds_reverse_exactly():
     assert first.parts == {1: 49, 2: 19, 3: 9, 4: 4, 5: 2} and first.artist == 917
     second = reverse(parts, 1999, 1000, 999)
     assert second.parts == {1: 50, 2: 20, 3: 10, 4: 5, 5: 2} and second.artist == 912
+
+
+def test_level_one_is_the_link_owner_when_a_link_brought_the_buyer():
+    assert level_one("ann", "buyer", "bob") == "ann"
+    assert level_one("ann", "buyer", None) == "ann"
+
+
+def test_level_one_is_the_buyer_s_sponsor_without_a_link():
+    assert level_one(None, "buyer", "bob") == "bob"
+
+
+def test_a_sale_through_the_buyer_s_own_link_falls_back_to_the_sponsor():
+    assert level_one("buyer", "buyer", "bob") == "bob"
+    assert level_one("buyer", "buyer", None) is None
+
+
+def test_a_sale_with_no_link_and_no_sponsor_is_direct():
+    assert level_one(None, "buyer", None) is None
 
 
 def test_the_chain_is_cut_to_the_plan_and_level_six_earns_nothing():
