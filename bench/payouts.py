@@ -439,7 +439,7 @@ def bench(args: argparse.Namespace) -> int:
                 f"({1000 * gateway.seconds / max(gateway.calls, 1):.2f} ms per call, "
                 f"{gateway.calls} calls)"
             )
-            label = "outside Stripe calls" + (" (x senders)" if senders > 1 else "")
+            label = "outside Stripe (x senders)" if senders > 1 else "outside Stripe calls"
             print(f"{label:<29}{outside:.1f} s ({1000 * outside / max(paid, 1):.2f} ms per payout)")
             print(
                 f"SQL                          {sql.statements / max(paid, 1):.1f} statements"
