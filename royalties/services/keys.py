@@ -13,13 +13,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from royalties import keys
-from royalties.errors import NotFound, Unauthenticated, ValidationFailed
+from royalties.errors import NotFound, Unauthenticated
 from royalties.ids import looks_like_id
 from royalties.models import ApiKey
+from royalties.pagination import Page, keyset, page
 from royalties.services._tx import transactional
 
 
@@ -34,12 +35,6 @@ class Rotated:
     owner_id: str | None
     created_at: datetime
     replaced_key_id: str
-
-
-@dataclass(frozen=True)
-class KeyPage:
-    items: list[ApiKey]
-    next_cursor: str | None
 
 
 @transactional
@@ -75,22 +70,12 @@ def revoke_key(session: Session, *, key_id: str) -> ApiKey:
     raise NotFound(f"API key {key_id} does not exist")
 
 
-def list_keys(session: Session, *, owner_id: str | None, limit: int, cursor: str | None) -> KeyPage:
-    """Newest first, optionally one owner's; ``cursor``: the last key id of the previous page."""
-    query = select(ApiKey).order_by(ApiKey.created_at.desc(), ApiKey.id.desc()).limit(limit + 1)
+def list_keys(
+    session: Session, *, owner_id: str | None, limit: int, cursor: str | None
+) -> Page[ApiKey]:
+    """Newest first, optionally one owner's."""
+    query = select(ApiKey)
     if owner_id is not None:
         query = query.where(ApiKey.owner_id == owner_id)
-    if cursor:
-        last = session.get(ApiKey, cursor) if looks_like_id(cursor) else None
-        if last is None:
-            raise ValidationFailed("bad cursor", fields={"cursor": ["not a cursor we issued"]})
-        query = query.where(
-            or_(
-                ApiKey.created_at < last.created_at,
-                and_(ApiKey.created_at == last.created_at, ApiKey.id < last.id),
-            )
-        )
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return KeyPage(rows, rows[-1].id if more else None)
+    query = keyset(query, ApiKey.created_at, ApiKey.id, limit=limit, cursor=cursor)
+    return page(list(session.scalars(query)), limit, lambda key: (key.created_at, key.id))
