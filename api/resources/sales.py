@@ -10,7 +10,7 @@ from flask_smorest import Blueprint
 
 from api.auth import current_principal, require
 from api.extensions import client_address_hash, db
-from api.idempotent import run_once
+from api.run_once import run_once
 from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
 from royalties.errors import NotFound
 from royalties.ids import looks_like_id
