@@ -14,7 +14,6 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
 from royalties.errors import NotConfigured
-from royalties.fraud import FraudConfig
 from royalties.payments.stripe import StripeGateway
 
 
@@ -75,20 +74,3 @@ def gateway_from_config(config: Any) -> StripeGateway:
         config.get("STRIPE_API_BASE") or None,
         requests_per_second=config.get("STRIPE_MAX_REQUESTS_PER_SECOND"),
     )
-
-
-def client_address_hash(address: str | None) -> str | None:
-    """The salted hash under which an address is compared (clicks, sign-ups, purchases)."""
-    from flask import current_app
-
-    from royalties.services.links import hash_client_address
-
-    if not address:
-        return None
-    return hash_client_address(current_app.config["CLICK_HASH_SALT"], address)
-
-
-def fraud_config() -> FraudConfig:
-    from flask import current_app
-
-    return current_app.config["FRAUD"]  # type: ignore[no-any-return]

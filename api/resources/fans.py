@@ -9,7 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import own, require
-from api.extensions import client_address_hash, db, fraud_config
+from api.context import client_address_hash, fraud_config
+from api.extensions import db
 from api.schemas.fans import FanCreate, FanCreated, FanProfile
 from royalties.services import fans
 

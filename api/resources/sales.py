@@ -9,7 +9,8 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 
 from api.auth import current_principal, require
-from api.extensions import client_address_hash, db
+from api.context import client_address_hash
+from api.extensions import db
 from api.run_once import run_once
 from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
 from royalties.errors import NotFound
