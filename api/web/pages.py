@@ -16,11 +16,11 @@ from sqlalchemy.orm import Session
 from royalties import plans
 from royalties.ledger import FanBalance
 from royalties.models import Artist, Click, Content, Fan, Purchase, Reward, RewardPlan, ShareLink
+from royalties.payouts import list_payouts
 from royalties.services.balances import fan_balances
 from royalties.services.catalog import get_artist
 from royalties.services.fans import profile
 from royalties.services.links import share_url
-from royalties.services.payouts import list_payouts
 
 PLAN_HISTORY = 5
 PAYOUTS_SHOWN = 20
