@@ -107,7 +107,7 @@ def payouts_run(concurrency: int | None) -> None:
     from api.config import from_env, minimums
     from api.extensions import gateway_from_config
     from royalties.errors import RoyaltiesError
-    from royalties.services.payouts import not_paid_view, run_payouts
+    from royalties.payouts import not_paid_view, run_payouts
 
     _require_schema()
     config = from_env()
@@ -186,7 +186,7 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     from api.config import from_env
     from api.extensions import gateway_from_config
     from royalties.errors import RoyaltiesError
-    from royalties.services.payouts import reconcile, settle_open
+    from royalties.payouts import reconcile, settle_open
 
     _require_schema()
     start = since.replace(tzinfo=UTC)

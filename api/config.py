@@ -8,8 +8,7 @@ from typing import Any
 
 from royalties.db import database_url
 from royalties.fraud import FraudConfig
-from royalties.payouts import Minimums
-from royalties.services.payouts import DEFAULT_CONCURRENCY
+from royalties.payouts import DEFAULT_CONCURRENCY, Minimums
 
 
 def _int_env(name: str, default: int) -> int:

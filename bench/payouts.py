@@ -8,7 +8,7 @@
 3. Bulk-loads N fans with those accounts (``payouts_enabled``) and an available balance
    each, through the ledger's own tables: one balanced ledger transaction per batch
    (``storefront_receivable`` -sum, ``fan_available`` +amount per fan), valid foreign keys.
-4. Runs ONE ``royalties.services.payouts.run_payouts`` (``--concurrency`` transfers in
+4. Runs ONE ``royalties.payouts.run_payouts`` (``--concurrency`` transfers in
    flight at once) with a ``StripeGateway`` pointed at the fake whose
    ``create_transfer`` is timed (a subclass, only here), printing progress every 10%.
    ``--stripe-latency S`` makes the fake hold every request S seconds while it executes
@@ -70,7 +70,7 @@ from royalties.models import (  # noqa: E402
     Storefront,
 )
 from royalties.payments.stripe import StripeGateway, TransferInfo  # noqa: E402
-from royalties.services.payouts import DEFAULT_CONCURRENCY  # noqa: E402
+from royalties.payouts import DEFAULT_CONCURRENCY  # noqa: E402
 from tests.fakes.fake_stripe import RemoteFake  # noqa: E402
 
 CURRENCY = "USD"
@@ -238,7 +238,7 @@ class Analyzer(threading.Thread):
     """ANALYZE the payout tables every ``every`` seconds from a side connection: what
     autovacuum does on a normal server. Off unless asked for (``--analyze-every``): the run
     plans each statement for the tables' current size (``plan_cache_mode``, see
-    ``royalties.services.payouts``), so it no longer needs fresh statistics to stay
+    ``royalties.payouts.connections``), so it no longer needs fresh statistics to stay
     O(N). It once did: PostgreSQL kept the generic plans it cached while ``payouts`` was
     nearly empty (psycopg prepares repeated statements; foreign-key checks cache theirs
     per backend), sequential scans that made every payout cost O(payouts so far)."""
@@ -343,7 +343,7 @@ class Progress:
 
 
 def bench(args: argparse.Namespace) -> int:
-    from royalties.services.payouts import run_payouts
+    from royalties.payouts import run_payouts
 
     n = args.fans
     print(f"payout bench: {n} fans on {args.db}", flush=True)

@@ -22,9 +22,9 @@ from api.schemas.payouts import (
     WebhookAck,
     unreadable_parts,
 )
+from royalties import payouts
 from royalties.errors import NotConfigured, WebhookError, WebhookEventInvalid
 from royalties.models import Payout
-from royalties.services import payouts
 
 blp = Blueprint("payouts", __name__, url_prefix="/v1", description="Payouts through Stripe Connect")
 

@@ -26,7 +26,7 @@ from api.web import signin
 from api.web.views import bp
 from royalties.errors import Forbidden, ValidationFailed
 from royalties.payments.stripe import AccountInfo
-from royalties.services.payouts import connect_account, onboarding_link, refresh_account
+from royalties.payouts import connect_account, onboarding_link, refresh_account
 
 TOKEN_MAX_AGE = timedelta(hours=24)
 _SALT = "payout-onboarding"

@@ -14,12 +14,12 @@ from sqlalchemy.orm import Session
 
 from royalties.ledger import FanBalance
 from royalties.models import Artist, Fan, RewardPlan
+from royalties.payouts import list_payouts
 from royalties.services import earnings
 from royalties.services.balances import fan_balances
 from royalties.services.catalog import content_sales, get_artist, plan_history
 from royalties.services.fans import get_fan, profile
 from royalties.services.links import link_stats
-from royalties.services.payouts import list_payouts
 
 PLAN_HISTORY = 5
 PAYOUTS_SHOWN = 20

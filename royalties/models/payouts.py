@@ -75,7 +75,7 @@ class Payout(Base):
     failure_reason: Mapped[str | None] = mapped_column(String(500))
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     # The idempotency key of the latest attempt (None: the payout id, as the first
-    # attempt uses) and when that attempt was sent (see royalties/payouts.py).
+    # attempt uses) and when that attempt was sent (see royalties/payouts/machine.py).
     stripe_key: Mapped[str | None] = mapped_column(String(255))
     sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)

@@ -15,7 +15,7 @@ from sqlalchemy.engine import Engine
 from royalties.db import make_sessionmaker
 from royalties.models import PayoutRun
 from royalties.payments.stripe import StripeGateway
-from royalties.services.payouts import run_payouts
+from royalties.payouts import run_payouts
 from tests.helpers import age_last_attempt
 from tests.payouts.test_payout_crash import (
     MIN_PAYOUT,

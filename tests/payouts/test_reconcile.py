@@ -9,7 +9,7 @@ import time
 from datetime import UTC, datetime, timedelta
 
 from royalties.payments.stripe import StripeGateway
-from royalties.services.payouts import reconcile
+from royalties.payouts import reconcile
 from tests.fakes.fake_stripe import make_event
 from tests.payouts.test_payout_crash import cli_env, fresh_session, run_cli
 
