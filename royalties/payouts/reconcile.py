@@ -13,46 +13,41 @@ from datetime import datetime
 from sqlalchemy import and_, or_, select
 from sqlalchemy.orm import Session
 
-from royalties.errors import PaymentDeclined, PaymentUncertain
+from royalties.db import utcnow
+from royalties.errors import PaymentDeclined
 from royalties.models import Payout
 from royalties.payments.stripe import StripeGateway, TransferInfo
 from royalties.payouts import machine
 
 
 def settle_open(session: Session, gateway: StripeGateway) -> Iterator[tuple[bool, str]]:
-    """Look at Stripe for the transfer of every open payout: settle those it has as
-    paid, and yield ``(settled, sentence)`` for each, so what is left can be listed.
-    Each settlement is committed before it is yielded."""
-    for open_one in machine.open_payouts(session):
-        payout = session.get(Payout, open_one.id)
+    """Look at Stripe for the transfer of every open payout, with the look a run makes
+    before a retry: settle those it has as paid, and yield ``(settled, sentence)`` for
+    each, so what is left can be listed. Each outcome is committed before it is yielded;
+    no transaction is open across a call to Stripe."""
+    open_ones = machine.open_payouts(session)
+    session.rollback()
+    for open_one in open_ones:
+        retry = machine.open_attempt(session, open_one.id, now=utcnow())
         session.rollback()
-        if payout is None or payout.state not in ("pending", "submitted"):
+        if isinstance(retry, machine.Outcome):  # settled by a run since it was listed
             continue
-        try:
-            found = gateway.find_transfer(
-                destination=payout.destination,
-                transfer_group=payout.run_id,
-                payout_id=payout.id,
-            )
-        except (PaymentDeclined, PaymentUncertain) as exc:
+        outcome = machine.settle_if_found(session, gateway, retry)
+        if outcome is None:
             yield (
                 False,
-                f"payout {payout.id} is {payout.state}: could not ask Stripe ({exc.detail})",
+                f"payout {open_one.id} ({open_one.amount} {open_one.currency}) is "
+                f"{retry.state} and Stripe has no transfer for it: the next payout run sends it",
             )
             continue
-        if found is None:
-            yield (
-                False,
-                f"payout {payout.id} ({payout.amount} {payout.currency}) is {payout.state} and "
-                "Stripe has no transfer for it: the next payout run sends it",
-            )
-            continue
-        outcome = machine.mark_paid(session, payout.id, found, detail="found by reconcile")
         if outcome.lost_race:  # settled by a run meanwhile: nothing written
             session.rollback()
             continue
         session.commit()
-        yield True, f"payout {payout.id} settled as paid: Stripe has transfer {found.id}"
+        if outcome.state == "paid":
+            yield True, f"payout {open_one.id} settled as paid: {outcome.detail}"
+        else:
+            yield False, f"payout {open_one.id} is {retry.state}: {outcome.detail}"
 
 
 def reconcile(
