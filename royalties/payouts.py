@@ -50,11 +50,11 @@ from royalties import ledger
 from royalties.db import table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
+from royalties.ledger import AccountKind
 from royalties.models import Fan, LedgerAccount, LedgerEntry, Payout, PayoutEvent, Reward
 from royalties.models.payouts import OPEN_STATES
 from royalties.payments.stripe import StripeGateway, TransferInfo
 
-CLEARING = "payout_clearing"
 # How long the latest attempt may still be running at Stripe: until then a retry reuses
 # its key (a concurrent one gets 409, a finished one its saved answer), after it a retry
 # that found no transfer uses a new key. Far below the 24 hours Stripe keeps keys.
@@ -170,7 +170,7 @@ def survey(session: Session, minimums: Minimums) -> Survey:
         )
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(Fan, Fan.id == LedgerAccount.owner_id)
-        .where(LedgerAccount.kind == "fan_available")
+        .where(LedgerAccount.kind == AccountKind.FAN_AVAILABLE)
         .group_by(
             LedgerAccount.owner_id,
             LedgerAccount.currency,
@@ -292,7 +292,9 @@ def claim(
         {
             "fan_id": candidate.fan_id,
             "currency": candidate.currency,
-            "account_id": ledger.account_id("fan_available", candidate.fan_id, candidate.currency),
+            "account_id": ledger.account_id(
+                AccountKind.FAN_AVAILABLE, candidate.fan_id, candidate.currency
+            ),
         },
     ).one()
     available = int(total) if limit is None else min(int(total), limit)
@@ -335,8 +337,8 @@ def claim(
         ref=attempt.payout_id,
         currency=attempt.currency,
         lines=[
-            ledger.Line("fan_available", attempt.fan_id, -available),
-            ledger.Line(CLEARING, ledger.PLATFORM, available),
+            ledger.Line(AccountKind.FAN_AVAILABLE, attempt.fan_id, -available),
+            ledger.Line(AccountKind.PAYOUT_CLEARING, ledger.PLATFORM, available),
         ],
     )
     _audit(
@@ -526,7 +528,7 @@ def mark_paid(
         session,
         payout_id,
         "paid",
-        "fan_paid",
+        AccountKind.FAN_PAID,
         f"transfer {transfer.id}" + (f" ({detail})" if detail else ""),
         stripe_transfer_id=transfer.id,
     )
@@ -541,7 +543,7 @@ def _fail(session: Session, payout_id: str, reason: str, *, attempt: int) -> Out
         session,
         payout_id,
         "failed",
-        "fan_available",
+        AccountKind.FAN_AVAILABLE,
         reason,
         attempt=attempt,
         failure_reason=reason[:500],
@@ -552,7 +554,7 @@ def _settle(
     session: Session,
     payout_id: str,
     to_state: str,
-    to_account: str,
+    to_account: AccountKind,
     detail: str,
     *,
     attempt: int | None = None,
@@ -569,7 +571,7 @@ def _settle(
         ref=payout.payout_id,
         currency=payout.currency,
         lines=[
-            ledger.Line(CLEARING, ledger.PLATFORM, -payout.amount),
+            ledger.Line(AccountKind.PAYOUT_CLEARING, ledger.PLATFORM, -payout.amount),
             ledger.Line(to_account, payout.fan_id, payout.amount),
         ],
     )
@@ -596,8 +598,8 @@ def apply_reversal(session: Session, transfer_id: str, amount_reversed: int) -> 
         ref=payout.id,
         currency=payout.currency,
         lines=[
-            ledger.Line("fan_paid", payout.fan_id, -delta),
-            ledger.Line("fan_available", payout.fan_id, delta),
+            ledger.Line(AccountKind.FAN_PAID, payout.fan_id, -delta),
+            ledger.Line(AccountKind.FAN_AVAILABLE, payout.fan_id, delta),
         ],
     )
     payout.reversed_amount = new_total
