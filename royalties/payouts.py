@@ -36,18 +36,17 @@ of payouts already made; a retry adds one list request to Stripe.
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, func, insert, select, text, update
+from sqlalchemy import Update, bindparam, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from royalties import ledger
-from royalties.db import table, utcnow
+from royalties.db import advisory_lock, table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
 from royalties.ledger import AccountKind
@@ -63,7 +62,6 @@ REKEY_AFTER = timedelta(minutes=2)
 BALANCE_INSUFFICIENT = "balance_insufficient"
 
 # Built once: a run executes these once or twice per payout.
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 _INSERT_PAYOUT = insert(table(Payout))
 _INSERT_EVENTS = insert(table(PayoutEvent))
 # Under the claim's lock, in one round trip: an open payout of the fan in the currency,
@@ -82,10 +80,7 @@ _OPEN_PAYOUT_AND_AVAILABLE = select(
 
 
 def _lock_fan_currency(session: Session, fan_id: str, currency: str) -> None:
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        key = zlib.crc32(f"payout:{fan_id}:{currency}".encode())
-        conn.execute(_LOCK, {"k": key})
+    advisory_lock(session.connection(), "payout", fan_id, currency)
 
 
 def audit(
