@@ -60,6 +60,7 @@ from royalties.db import (  # noqa: E402
     utcnow,
 )
 from royalties.ids import new_id  # noqa: E402
+from royalties.ledger import AccountKind  # noqa: E402
 from royalties.migrate import upgrade  # noqa: E402
 from royalties.models import (  # noqa: E402
     Fan,
@@ -144,7 +145,7 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
     """N fans with a connected account and an available balance; returns the total."""
     now = utcnow()
     store_id = new_id("sf")
-    receivable = ledger.account_id("storefront_receivable", store_id, CURRENCY)
+    receivable = ledger.account_id(AccountKind.STOREFRONT_RECEIVABLE, store_id, CURRENCY)
     total = 0
     with engine.begin() as conn:
         conn.execute(
@@ -156,7 +157,7 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
             [
                 {
                     "id": receivable,
-                    "kind": "storefront_receivable",
+                    "kind": AccountKind.STOREFRONT_RECEIVABLE,
                     "owner_id": store_id,
                     "currency": CURRENCY,
                 }
@@ -187,8 +188,8 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
                 insert(LedgerAccount),
                 [
                     {
-                        "id": ledger.account_id("fan_available", fan, CURRENCY),
-                        "kind": "fan_available",
+                        "id": ledger.account_id(AccountKind.FAN_AVAILABLE, fan, CURRENCY),
+                        "kind": AccountKind.FAN_AVAILABLE,
                         "owner_id": fan,
                         "currency": CURRENCY,
                     }
@@ -209,7 +210,7 @@ def bulk_load(engine: Engine, accounts: list[str], batch: int) -> int:
             entries = [
                 {
                     "transaction_id": txn,
-                    "account_id": ledger.account_id("fan_available", fan, CURRENCY),
+                    "account_id": ledger.account_id(AccountKind.FAN_AVAILABLE, fan, CURRENCY),
                     "currency": CURRENCY,
                     "amount": amount,
                     "reward_id": None,
@@ -472,7 +473,7 @@ def bench(args: argparse.Namespace) -> int:
                 left = session.scalar(
                     select(func.coalesce(func.sum(LedgerEntry.amount), 0))
                     .join(LedgerAccount, LedgerAccount.id == LedgerEntry.account_id)
-                    .where(LedgerAccount.kind == "fan_available")
+                    .where(LedgerAccount.kind == AccountKind.FAN_AVAILABLE)
                 )
             engine.dispose()
             checks = {

@@ -7,11 +7,15 @@
   like a real database under a few concurrent writers.
 - A server database's pooled connection is pinged before reuse only when it sat idle
   (see ``make_engine``).
+- Advisory locks are made one way (``advisory_lock``): a name of string parts, hashed in
+  Python to PostgreSQL's 64-bit key, held until the transaction ends.
 - Services receive a ``Session`` and own commit/rollback; nothing here commits.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 import time
 from collections.abc import Mapping, Sequence
@@ -21,11 +25,14 @@ from typing import Any, cast
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
+    ColumnElement,
     Connection,
     DateTime,
     Integer,
     MetaData,
     PoolProxiedConnection,
+    Select,
     String,
     Table,
     bindparam,
@@ -230,3 +237,38 @@ def _json_rows_insert(dialect: str, table: Table, columns: tuple[str, ...], or_i
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:
     return sessionmaker(bind=engine, expire_on_commit=False)
+
+
+def lock_key(*parts: str) -> int:
+    """The advisory lock key named by ``parts``, e.g. ``("payout", fan_id, currency)``:
+    a signed 64-bit integer, the same in every process (unlike Python's ``hash``)."""
+    name = json.dumps(parts, separators=(",", ":")).encode()  # unambiguous, whatever the parts
+    return int.from_bytes(hashlib.blake2b(name, digest_size=8).digest(), "big", signed=True)
+
+
+def advisory_lock_sql(key: Any, *, shared: bool = False, wait: bool = True) -> ColumnElement[Any]:
+    """The PostgreSQL call that takes the transaction-scoped advisory lock ``key`` (a
+    ``lock_key`` or a bind parameter holding one); with ``wait=False`` it is true when the
+    lock was free and is now held. For a statement that reads more in the same round trip;
+    ``advisory_lock`` runs it alone."""
+    if wait:
+        return func.pg_advisory_xact_lock_shared(key) if shared else func.pg_advisory_xact_lock(key)
+    if shared:
+        return func.pg_try_advisory_xact_lock_shared(key)
+    return func.pg_try_advisory_xact_lock(key)
+
+
+def advisory_lock(conn: Connection, *parts: str, shared: bool = False, wait: bool = True) -> bool:
+    """Hold the advisory lock named by ``parts`` until the transaction ends: exclusive or
+    ``shared``; waiting for it, or (``wait=False``) only if it is free. Returns whether it
+    is held. On SQLite it is, without a statement: every transaction there holds the
+    database's write lock from its ``BEGIN IMMEDIATE``."""
+    if conn.dialect.name != "postgresql":
+        return True
+    taken = conn.execute(_advisory_lock(shared, wait), {"key": lock_key(*parts)}).scalar()
+    return wait or bool(taken)
+
+
+@lru_cache(maxsize=4)
+def _advisory_lock(shared: bool, wait: bool) -> Select[Any]:
+    return select(advisory_lock_sql(bindparam("key", type_=BigInteger), shared=shared, wait=wait))

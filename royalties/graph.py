@@ -18,21 +18,18 @@ upline that a concurrent re-root is rewriting. SQLite serialises writers anyway.
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, text, update
+from sqlalchemy import func, insert, select, update
 from sqlalchemy.orm import Session
 
+from royalties.db import advisory_lock
 from royalties.errors import Conflict, GraphError, NotFound
 from royalties.ids import new_id
 from royalties.models import Fan, FanAncestor
 from royalties.models.graph import MAX_DEPTH
 
-_REROOT_LOCK = 0x726F79616C  # arbitrary constant shared by every process
-
 
 def _lock(session: Session, *, exclusive: bool) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        fn = "pg_advisory_xact_lock" if exclusive else "pg_advisory_xact_lock_shared"
-        session.execute(text(f"SELECT {fn}(:k)"), {"k": _REROOT_LOCK})
+    advisory_lock(session.connection(), "graph", "reroot", shared=not exclusive)
 
 
 def normalize_email(email: str | None) -> str | None:

@@ -18,6 +18,7 @@ from sqlalchemy import or_, select, update
 from sqlalchemy.orm import Session
 
 from royalties import ledger
+from royalties.ledger import AccountKind
 from royalties.models import Reward
 
 
@@ -51,8 +52,8 @@ def mature_due(session: Session, *, now: datetime, fan_id: str | None = None) ->
     for reward_id, owner, currency, amount, reversed_amount in moved:
         left = amount - reversed_amount
         by_currency[currency] += [
-            ledger.Line("fan_pending", owner, -left, reward_id),
-            ledger.Line("fan_available", owner, left, reward_id),
+            ledger.Line(AccountKind.FAN_PENDING, owner, -left, reward_id),
+            ledger.Line(AccountKind.FAN_AVAILABLE, owner, left, reward_id),
         ]
     for currency, lines in sorted(by_currency.items()):
         if any(line.amount for line in lines):

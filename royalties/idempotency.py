@@ -28,10 +28,10 @@ from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Select, String, and_, bindparam, delete, func, literal, select
+from sqlalchemy import BigInteger, Select, and_, bindparam, delete, literal, select
 from sqlalchemy.orm import Session
 
-from royalties.db import insert_or_ignore, table, utcnow
+from royalties.db import advisory_lock_sql, insert_or_ignore, lock_key, table, utcnow
 from royalties.errors import (
     IdempotencyInFlight,
     IdempotencyKeyMissing,
@@ -91,7 +91,7 @@ def claim(
     key = check_key(key)
     now = now or utcnow()
     conn = session.connection()
-    params = {"client_id": client_id, "key": key, "lock": f"{client_id}\x1f{key}"}
+    params = {"client_id": client_id, "key": key, "lock": lock_key("idempotency", client_id, key)}
     row = conn.execute(_lookup(conn.dialect.name), params).one()
     if not row.free:
         raise IdempotencyInFlight(_IN_FLIGHT)
@@ -119,8 +119,8 @@ def _lookup(dialect: str) -> Select[Any]:
     all NULL when there is none."""
     record = table(IdempotencyRecord)
     if dialect == "postgresql":
-        lock = bindparam("lock", type_=String)
-        free: Any = func.pg_try_advisory_xact_lock(func.hashtextextended(lock, 0))
+        # The lock in the lookup's own statement: one round trip on every purchase.
+        free: Any = advisory_lock_sql(bindparam("lock", type_=BigInteger), wait=False)
     else:
         free = literal(True)  # SQLite: this transaction already holds the write lock
     one = select(literal(1).label("one")).subquery()

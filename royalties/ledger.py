@@ -3,8 +3,9 @@
 Design (see ``royalties.models.ledger`` for the tables):
 
 - ``post()`` is the only way money moves. It refuses, before anything is flushed, a
-  transaction that is empty, unbalanced, or holds a non-integer amount; zero lines are
-  dropped. Accounts are created on first use (deterministic ids, insert-or-ignore), so
+  transaction that is empty, unbalanced, holds a non-integer amount or names an account
+  kind that is not an ``AccountKind`` (the database's CHECK refuses it too); zero lines
+  are dropped. Accounts are created on first use (deterministic ids, insert-or-ignore), so
   a post is three statements whatever the number of lines.
 - Balances are always derived: the sum of an account's entries. Nothing is cached, so
   there is no cached figure that could drift and no hot row that concurrent purchases
@@ -25,12 +26,16 @@ from sqlalchemy.orm import Session
 from royalties.db import insert_rows, table, utcnow
 from royalties.errors import LedgerError
 from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction
+from royalties.models.ledger import AccountKind as AccountKind  # its home is the model's
 
 PLATFORM = "platform"
-FAN_KINDS = ("fan_pending", "fan_available", "fan_paid")
+#: A fan's three accounts per currency.
+FAN_KINDS = (AccountKind.FAN_PENDING, AccountKind.FAN_AVAILABLE, AccountKind.FAN_PAID)
+_KINDS = frozenset(AccountKind)
+_KINDS_LISTED = tuple(AccountKind)
 
 
-def account_id(kind: str, owner_id: str, currency: str) -> str:
+def account_id(kind: AccountKind, owner_id: str, currency: str) -> str:
     return f"{kind}:{owner_id}:{currency}"
 
 
@@ -38,7 +43,7 @@ def account_id(kind: str, owner_id: str, currency: str) -> str:
 class Line:
     """One entry to post: ``amount`` (signed minor units) to the account ``kind:owner``."""
 
-    kind: str
+    kind: AccountKind
     owner_id: str
     amount: int
     reward_id: str | None = None
@@ -51,7 +56,14 @@ def post(
     session: Session, *, kind: str, ref: str, currency: str, lines: Iterable[Line], memo: str = ""
 ) -> int:
     """Post one balanced, single-currency transaction; returns its id. Does not commit."""
-    lines = [line for line in lines if line.amount != 0]
+    given = list(lines)
+    for line in given:  # zero lines too: a typo must not wait for a non-zero amount
+        if line.kind not in _KINDS:
+            raise LedgerError(
+                f"unknown ledger account kind {line.kind!r} in {kind}/{ref}; "
+                f"the kinds are {', '.join(_KINDS_LISTED)}"
+            )
+    lines = [line for line in given if line.amount != 0]
     for line in lines:
         if isinstance(line.amount, bool) or not isinstance(line.amount, int):
             raise LedgerError(f"ledger amounts are integers, got {line.amount!r}")
@@ -130,12 +142,14 @@ def fan_balances(session: Session, fan_id: str) -> list[FanBalance]:
     for currency, kind, total in rows:
         by_currency.setdefault(currency, dict.fromkeys(FAN_KINDS, 0))[kind] = int(total)
     return [
-        FanBalance(c, v["fan_pending"], v["fan_available"], v["fan_paid"])
+        FanBalance(
+            c, v[AccountKind.FAN_PENDING], v[AccountKind.FAN_AVAILABLE], v[AccountKind.FAN_PAID]
+        )
         for c, v in sorted(by_currency.items())
     ]
 
 
-def balance(session: Session, kind: str, owner_id: str, currency: str) -> int:
+def balance(session: Session, kind: AccountKind, owner_id: str, currency: str) -> int:
     total = session.scalar(select(balance_of(account_id(kind, owner_id, currency))))
     return int(total or 0)
 

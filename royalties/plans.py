@@ -15,10 +15,10 @@ from sqlalchemy.orm import Session
 
 from royalties.errors import PlanError
 from royalties.models import RewardPlan
+from royalties.models.graph import MAX_DEPTH
 
 DEFAULT_RATES_BPS = (500, 200, 100, 50, 25)
 DEFAULT_HOLD_DAYS = 30
-MAX_LEVELS = 5
 MAX_TOTAL_BPS = 5000
 MAX_HOLD_DAYS = 365
 
@@ -26,10 +26,10 @@ MAX_HOLD_DAYS = 365
 def validate_plan(level_rates_bps: Sequence[object], hold_days: object) -> tuple[list[int], int]:
     """Return the plan as plain ints, or raise PlanError naming the offending field."""
     rates = list(level_rates_bps)
-    if not 1 <= len(rates) <= MAX_LEVELS:
+    if not 1 <= len(rates) <= MAX_DEPTH:
         raise PlanError(
-            f"a plan has 1 to {MAX_LEVELS} levels",
-            fields={"level_rates_bps": [f"give 1 to {MAX_LEVELS} rates, got {len(rates)}"]},
+            f"a plan has 1 to {MAX_DEPTH} levels",
+            fields={"level_rates_bps": [f"give 1 to {MAX_DEPTH} rates, got {len(rates)}"]},
         )
     for rate in rates:
         if isinstance(rate, bool) or not isinstance(rate, int) or rate < 0:

@@ -4,7 +4,8 @@ import marshmallow as ma
 
 from api.schemas.common import Currency, HttpUrl, Money, StrictSchema, Text
 from royalties.models import CONTENT_KINDS
-from royalties.plans import DEFAULT_HOLD_DAYS, MAX_HOLD_DAYS, MAX_LEVELS, MAX_TOTAL_BPS
+from royalties.models.graph import MAX_DEPTH
+from royalties.plans import DEFAULT_HOLD_DAYS, MAX_HOLD_DAYS, MAX_TOTAL_BPS
 
 
 class ContentCreate(StrictSchema):
@@ -30,10 +31,8 @@ class PlanIn(StrictSchema):
     level_rates_bps = ma.fields.List(
         ma.fields.Integer(strict=True, validate=ma.validate.Range(min=0, max=MAX_TOTAL_BPS)),
         required=True,
-        validate=ma.validate.Length(min=1, max=MAX_LEVELS),
-        metadata={
-            "description": f"1 to {MAX_LEVELS} rates in basis points, sum <= {MAX_TOTAL_BPS}"
-        },
+        validate=ma.validate.Length(min=1, max=MAX_DEPTH),
+        metadata={"description": f"1 to {MAX_DEPTH} rates in basis points, sum <= {MAX_TOTAL_BPS}"},
     )
     hold_days = ma.fields.Integer(
         strict=True,

@@ -13,9 +13,10 @@ from datetime import UTC, datetime
 from royalties import plans
 from royalties.errors import PlanError, ValidationFailed
 from royalties.models import RewardPlan
+from royalties.models.graph import MAX_DEPTH
 
 _INT = re.compile(r"^[+-]?\d{1,9}$")
-RATE_FIELDS = tuple(f"rate_{level}" for level in range(1, plans.MAX_LEVELS + 1))
+RATE_FIELDS = tuple(f"rate_{level}" for level in range(1, MAX_DEPTH + 1))
 
 
 def plan_from_form(form: Mapping[str, str]) -> tuple[list[int], int]:

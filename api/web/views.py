@@ -35,6 +35,7 @@ from royalties import plans
 from royalties.errors import PlanError, RoyaltiesError
 from royalties.keys import authenticate
 from royalties.models import Artist, Fan
+from royalties.models.graph import MAX_DEPTH
 from royalties.services.catalog import get_artist, set_artist_plan
 from royalties.services.fans import get_fan
 
@@ -217,7 +218,7 @@ def _render_artist(
         plan_error=plan_error,
         invalid=forms.invalid_fields(plan_error, values),
         limits={
-            "levels": plans.MAX_LEVELS,
+            "levels": MAX_DEPTH,
             "total": plans.MAX_TOTAL_BPS,
             "hold": plans.MAX_HOLD_DAYS,
         },

@@ -26,7 +26,8 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from royalties.db import Base, UTCDateTime, utcnow
 
-#: How deep the closure table goes: the buyer's sponsor plus four more levels.
+#: How deep the influence chain goes, the one definition of "five levels": the closure
+#: table's depth, a plan's number of rates and a reward's highest level.
 MAX_DEPTH = 5
 
 

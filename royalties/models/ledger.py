@@ -12,11 +12,15 @@
   CHECKs and foreign keys everywhere; triggers that refuse UPDATE and DELETE of entries
   and transactions (both dialects); on PostgreSQL a deferred constraint trigger that
   refuses to commit a transaction whose entries do not sum to zero.
+- An account's kind is one of ``AccountKind``: ``ledger.post`` refuses any other, and so
+  does a CHECK on ``ledger_accounts.kind`` (a typo would otherwise open a new, balanced
+  account that no balance ever reads).
 """
 
 from __future__ import annotations
 
 from datetime import datetime
+from enum import StrEnum
 
 from sqlalchemy import (
     BigInteger,
@@ -32,15 +36,19 @@ from sqlalchemy.orm import Mapped, mapped_column
 
 from royalties.db import Base, UTCDateTime, utcnow
 
-ACCOUNT_KINDS = (
-    "storefront_receivable",
-    "artist_earnings",
-    "platform_fees",
-    "fan_pending",
-    "fan_available",
-    "fan_paid",
-    "payout_clearing",
-)
+
+class AccountKind(StrEnum):
+    """What a ledger account holds; the value is stored in ``ledger_accounts.kind`` and
+    is the first part of the account's id. Adding one needs a migration of the CHECK."""
+
+    STOREFRONT_RECEIVABLE = "storefront_receivable"  # negative: what a storefront owes
+    ARTIST_EARNINGS = "artist_earnings"
+    PLATFORM_FEES = "platform_fees"
+    FAN_PENDING = "fan_pending"  # rewards still in their hold period (or held for review)
+    FAN_AVAILABLE = "fan_available"  # rewards a payout may take
+    FAN_PAID = "fan_paid"
+    PAYOUT_CLEARING = "payout_clearing"  # claimed by a payout, not yet settled at Stripe
+
 
 _BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
 
@@ -49,6 +57,7 @@ class LedgerAccount(Base):
     __tablename__ = "ledger_accounts"
     __table_args__ = (
         UniqueConstraint("id", "currency"),
+        CheckConstraint("kind IN (" + ",".join(f"'{kind}'" for kind in AccountKind) + ")", "kind"),
         Index("ix_ledger_accounts_owner", "owner_id", "kind", "currency"),
     )
 

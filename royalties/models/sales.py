@@ -25,6 +25,7 @@ from sqlalchemy import (
 from sqlalchemy.orm import Mapped, mapped_column
 
 from royalties.db import Base, UTCDateTime, utcnow
+from royalties.models.graph import MAX_DEPTH
 
 REWARD_STATES = ("pending", "available")
 
@@ -60,7 +61,7 @@ class Reward(Base):
     __tablename__ = "rewards"
     __table_args__ = (
         UniqueConstraint("purchase_id", "level"),
-        CheckConstraint("level >= 1 AND level <= 5", "level_range"),
+        CheckConstraint(f"level >= 1 AND level <= {MAX_DEPTH}", "level_range"),
         CheckConstraint("amount > 0", "amount_positive"),
         CheckConstraint("reversed_amount >= 0 AND reversed_amount <= amount", "reversal_bounds"),
         CheckConstraint("state IN ('pending','available')", "state"),

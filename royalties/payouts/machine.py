@@ -23,26 +23,25 @@ which boundary its caller must draw; in short:
 
 from __future__ import annotations
 
-import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Update, bindparam, insert, select, text, update
+from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
 from royalties import ledger
-from royalties.db import table, utcnow
+from royalties.db import advisory_lock, table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
+from royalties.ledger import AccountKind
 from royalties.models import Payout, PayoutEvent
 from royalties.models.payouts import OPEN_STATES
 from royalties.payments.stripe import StripeGateway, TransferInfo
 from royalties.payouts.payable import Candidate
 
-CLEARING = "payout_clearing"
 # How long the latest attempt may still be running at Stripe: until then a retry reuses
 # its key (a concurrent one gets 409, a finished one its saved answer), after it a retry
 # that found no transfer uses a new key. Far below the 24 hours Stripe keeps keys.
@@ -53,7 +52,6 @@ BALANCE_INSUFFICIENT = "balance_insufficient"
 _LOST_RACE = "unknown"
 
 # Built once: a run executes these once or twice per payout.
-_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
 _INSERT_PAYOUT = insert(table(Payout))
 _INSERT_EVENTS = insert(table(PayoutEvent))
 # Under the claim's lock, in one round trip: an open payout of the fan in the currency,
@@ -72,10 +70,7 @@ _OPEN_PAYOUT_AND_AVAILABLE = select(
 
 
 def _lock_fan_currency(session: Session, fan_id: str, currency: str) -> None:
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        key = zlib.crc32(f"payout:{fan_id}:{currency}".encode())
-        conn.execute(_LOCK, {"k": key})
+    advisory_lock(session.connection(), "payout", fan_id, currency)
 
 
 def audit(
@@ -178,7 +173,9 @@ def claim(
         {
             "fan_id": candidate.fan_id,
             "currency": candidate.currency,
-            "account_id": ledger.account_id("fan_available", candidate.fan_id, candidate.currency),
+            "account_id": ledger.account_id(
+                AccountKind.FAN_AVAILABLE, candidate.fan_id, candidate.currency
+            ),
         },
     ).one()
     available = int(total) if limit is None else min(int(total), limit)
@@ -221,8 +218,8 @@ def claim(
         ref=attempt.payout_id,
         currency=attempt.currency,
         lines=[
-            ledger.Line("fan_available", attempt.fan_id, -available),
-            ledger.Line(CLEARING, ledger.PLATFORM, available),
+            ledger.Line(AccountKind.FAN_AVAILABLE, attempt.fan_id, -available),
+            ledger.Line(AccountKind.PAYOUT_CLEARING, ledger.PLATFORM, available),
         ],
     )
     _audit(
@@ -383,7 +380,7 @@ def mark_paid(
         session,
         payout_id,
         "paid",
-        "fan_paid",
+        AccountKind.FAN_PAID,
         f"transfer {transfer.id}" + (f" ({detail})" if detail else ""),
         stripe_transfer_id=transfer.id,
     )
@@ -398,7 +395,7 @@ def _fail(session: Session, payout_id: str, reason: str, *, attempt: int) -> Out
         session,
         payout_id,
         "failed",
-        "fan_available",
+        AccountKind.FAN_AVAILABLE,
         reason,
         attempt=attempt,
         failure_reason=reason[:500],
@@ -409,7 +406,7 @@ def _settle(
     session: Session,
     payout_id: str,
     to_state: str,
-    to_account: str,
+    to_account: AccountKind,
     detail: str,
     *,
     attempt: int | None = None,
@@ -425,7 +422,7 @@ def _settle(
         ref=payout.payout_id,
         currency=payout.currency,
         lines=[
-            ledger.Line(CLEARING, ledger.PLATFORM, -payout.amount),
+            ledger.Line(AccountKind.PAYOUT_CLEARING, ledger.PLATFORM, -payout.amount),
             ledger.Line(to_account, payout.fan_id, payout.amount),
         ],
     )
@@ -489,8 +486,8 @@ def apply_reversal(session: Session, transfer_id: str, amount_reversed: int) -> 
         ref=payout.id,
         currency=payout.currency,
         lines=[
-            ledger.Line("fan_paid", payout.fan_id, -delta),
-            ledger.Line("fan_available", payout.fan_id, delta),
+            ledger.Line(AccountKind.FAN_PAID, payout.fan_id, -delta),
+            ledger.Line(AccountKind.FAN_AVAILABLE, payout.fan_id, delta),
         ],
     )
     payout.reversed_amount = new_total

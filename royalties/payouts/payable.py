@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from royalties.ledger import AccountKind
 from royalties.models import Fan, LedgerAccount, LedgerEntry, Reward
 
 
@@ -78,7 +79,7 @@ def survey(session: Session, minimums: Minimums) -> Survey:
         )
         .join(LedgerEntry, LedgerEntry.account_id == LedgerAccount.id)
         .join(Fan, Fan.id == LedgerAccount.owner_id)
-        .where(LedgerAccount.kind == "fan_available")
+        .where(LedgerAccount.kind == AccountKind.FAN_AVAILABLE)
         .group_by(
             LedgerAccount.owner_id,
             LedgerAccount.currency,

@@ -39,6 +39,7 @@ from royalties.attribution import RewardLine, influence_chain, level_one, split_
 from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.ids import new_id, random_token
+from royalties.ledger import AccountKind
 from royalties.models import (
     Content,
     Fan,
@@ -186,14 +187,14 @@ def record_purchase(
             ref=purchase_id,
             currency=sale.currency,
             lines=[
-                ledger.Line("storefront_receivable", storefront_id, -amount),
-                ledger.Line("artist_earnings", sale.artist_id, split.artist_share),
-                ledger.Line("platform_fees", ledger.PLATFORM, split.fee),
+                ledger.Line(AccountKind.STOREFRONT_RECEIVABLE, storefront_id, -amount),
+                ledger.Line(AccountKind.ARTIST_EARNINGS, sale.artist_id, split.artist_share),
+                ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, split.fee),
                 *(
                     ledger.Line(
-                        "fan_pending"
+                        AccountKind.FAN_PENDING
                         if reward_id in held or on_hold == "pending"
-                        else "fan_available",
+                        else AccountKind.FAN_AVAILABLE,
                         line.fan_id,
                         line.amount,
                         reward_id,

@@ -20,6 +20,7 @@ from royalties.attribution import reverse
 from royalties.db import utcnow
 from royalties.errors import Forbidden, NotFound, RefundError
 from royalties.ids import new_id
+from royalties.ledger import AccountKind
 from royalties.models import Purchase, Refund, Reward
 from royalties.money import check_amount
 from royalties.services._tx import unit_of_work
@@ -79,8 +80,8 @@ def refund_purchase(
         rev = reverse(parts, purchase.amount, purchase.refunded_amount, amount)
 
         lines = [
-            ledger.Line("storefront_receivable", purchase.storefront_id, amount),
-            ledger.Line("platform_fees", ledger.PLATFORM, -rev.parts[_FEE]),
+            ledger.Line(AccountKind.STOREFRONT_RECEIVABLE, purchase.storefront_id, amount),
+            ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, -rev.parts[_FEE]),
         ]
         artist_reversed, reversed_lines = rev.artist, []
         for reward in rewards:
@@ -90,11 +91,13 @@ def refund_purchase(
                 artist_reversed += taken
                 reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": 0})
                 continue
-            account = "fan_pending" if reward.state == "pending" else "fan_available"
+            account = (
+                AccountKind.FAN_PENDING if reward.state == "pending" else AccountKind.FAN_AVAILABLE
+            )
             lines.append(ledger.Line(account, reward.fan_id, -taken, reward.id))
             reward.reversed_amount += taken
             reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": taken})
-        lines.append(ledger.Line("artist_earnings", purchase.artist_id, -artist_reversed))
+        lines.append(ledger.Line(AccountKind.ARTIST_EARNINGS, purchase.artist_id, -artist_reversed))
         refund = Refund(
             id=new_id("ref"),
             purchase_id=purchase.id,

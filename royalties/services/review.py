@@ -13,6 +13,7 @@ from sqlalchemy.orm import Session
 from royalties import fraud, ledger
 from royalties.db import utcnow
 from royalties.errors import Conflict, NotFound, ValidationFailed
+from royalties.ledger import AccountKind
 from royalties.models import Click, Fan, FraudSignal, Purchase, ReviewDecision, Reward
 from royalties.services._tx import unit_of_work
 
@@ -212,8 +213,8 @@ def decide(
                 ref=reward.id,
                 currency=reward.currency,
                 lines=[
-                    ledger.Line("fan_pending", reward.fan_id, -left, reward.id),
-                    ledger.Line("artist_earnings", purchase.artist_id, left),
+                    ledger.Line(AccountKind.FAN_PENDING, reward.fan_id, -left, reward.id),
+                    ledger.Line(AccountKind.ARTIST_EARNINGS, purchase.artist_id, left),
                 ],
             )
         record_ = ReviewDecision(

@@ -34,7 +34,7 @@ from royalties import rewards
 from royalties.db import utcnow
 from royalties.errors import ValidationFailed
 from royalties.holds import mature_due
-from royalties.ledger import FAN_KINDS
+from royalties.ledger import FAN_KINDS, AccountKind
 from royalties.models import (
     Content,
     LedgerAccount,
@@ -58,7 +58,11 @@ LINE_KINDS = {
     "payout_failed": "payout_failed",
     "payout_reversed": "payout_reversed",
 }
-_BUCKETS = {"fan_pending": "pending", "fan_available": "available", "fan_paid": "paid"}
+_BUCKETS: dict[str, str] = {  # an account kind, as the database gives it back
+    AccountKind.FAN_PENDING: "pending",
+    AccountKind.FAN_AVAILABLE: "available",
+    AccountKind.FAN_PAID: "paid",
+}
 _PAYOUT_KINDS = ("payout", "payout_paid", "payout_failed", "payout_reversed")
 _BATCH = 2000
 
