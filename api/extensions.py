@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
 from royalties.errors import NotConfigured
-from royalties.fraud import FraudConfig
+from royalties.fraud.detectors import FraudConfig
 from royalties.payments.stripe import StripeGateway
 
 

@@ -11,7 +11,7 @@ from api.auth import current_principal, require
 from api.extensions import db
 from api.schemas.common import PageQuery
 from api.schemas.review import DecisionIn, DecisionOut, ReviewPage
-from royalties.services import review
+from royalties.fraud import review
 
 blp = Blueprint("review", __name__, url_prefix="/v1", description="Fraud review queue")
 
