@@ -4,7 +4,8 @@ A held reward waits in ``pending`` and never matures until an admin decides it, 
 ``approve`` and it moves on as usual (it matures when its plan's hold ends);
 ``reject`` and its money goes back to the artist, in the ledger. Every decision is
 kept with who made it, when and why. The queue shows each held reward with every
-signal on it, its fan and its link.
+signal on it, its fan and its link, cleared ones too (a clearance does not release a
+reward that is already held).
 """
 
 from __future__ import annotations

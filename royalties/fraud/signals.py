@@ -1,10 +1,14 @@
-"""A signal's whole life: recorded (at purchase, at sign-up, by the scans), read.
+"""A signal's whole life: recorded (at purchase, at sign-up, by the scans), cleared, read.
 
 A signal is recorded once per finding, on the reward, fan or link it concerns; the
 sign-up check and the scans record the same kind on the same subject at most once per
-window. A signal on a fan or a link holds every new reward of that fan or link.
-:func:`carries_active_signal` is the one expression that reads this state; the
-purchase path embeds it in its two reads.
+window, counting cleared signals too (so a clearance is not undone by the next scan
+finding the same facts again; facts found after the window are a new signal).
+
+A signal on a fan or a link is *active* until an admin clears it: once, with a reason,
+recorded with who and when. :func:`carries_active_signal` is the one expression that
+reads this state; the purchase path embeds it in its two reads. A signal on a reward
+is not cleared: deciding the reward settles it (``royalties.fraud.review``).
 """
 
 from __future__ import annotations
@@ -14,19 +18,30 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Exists, SQLColumnExpression, exists, func, select
+from sqlalchemy import Exists, Select, SQLColumnExpression, exists, func, select
 from sqlalchemy.orm import Session
 
 from royalties.db import utcnow
+from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import detectors
-from royalties.models import Click, Fan, FraudSignal, Purchase
+from royalties.models import Click, Fan, FraudSignal, Purchase, SignalClearance
 from royalties.services._tx import unit_of_work
+
+SUBJECT_TYPES = ("reward", "fan", "link")
+CLEARABLE = ("fan", "link")
+SIGNAL_STATES = ("active", "cleared")
 
 
 def carries_active_signal(subject_type: str, subject_id: SQLColumnExpression[str]) -> Exists:
-    """SQL: the fan or link ``subject_id`` carries a signal (one index probe)."""
+    """SQL: the fan or link ``subject_id`` carries a signal nobody has cleared.
+
+    Two index probes (the subject's signals, then each one's clearance by its UNIQUE
+    key), so it costs the purchase path nothing it did not pay before when no signal
+    exists."""
     return exists().where(
-        FraudSignal.subject_type == subject_type, FraudSignal.subject_id == subject_id
+        FraudSignal.subject_type == subject_type,
+        FraudSignal.subject_id == subject_id,
+        ~exists().where(SignalClearance.signal_id == FraudSignal.id),
     )
 
 
@@ -72,6 +87,7 @@ def check_signup_farm(
 def _recent(
     session: Session, kind: str, subject_type: str, subject_id: str, since: datetime
 ) -> bool:
+    """A signal of this kind on this subject since ``since``, cleared or not."""
     return (
         session.scalar(
             select(FraudSignal.id).where(
@@ -139,27 +155,122 @@ def scan(
     return ScanReport(floods, bursts)
 
 
+# -- clearing ---------------------------------------------------------------------------
+
+_MAX_ID = 2**63 - 1  # the column is a BIGINT
+
+
+def parse_id(text: str) -> int:
+    """A signal's id written as text; text that is no id (or too large) names no signal."""
+    if text.isascii() and text.isdigit() and len(text) <= 19 and 0 < int(text) <= _MAX_ID:
+        return int(text)
+    raise NotFound("no signal has that id")
+
+
+def clear(session: Session, *, signal_id: int, reason: str, cleared_by: str) -> dict[str, Any]:
+    """Clear one signal on a fan or a link: it holds no new reward from now on (rewards
+    it already held stay held until decided). Once per signal, audited. Commits."""
+    if not reason.strip():
+        raise ValidationFailed("say why the signal is cleared", fields={"reason": ["blank"]})
+    with unit_of_work(session):
+        signal = session.get(FraudSignal, signal_id, with_for_update=True)
+        if signal is None:
+            raise NotFound(f"signal {signal_id} does not exist")
+        if signal.subject_type not in CLEARABLE:
+            raise Conflict(
+                f"signal {signal_id} is on reward {signal.subject_id}: it holds only that "
+                "reward, so approve or reject the reward instead of clearing the signal"
+            )
+        earlier = _clearance_of(session, signal_id)
+        if earlier is not None:
+            raise Conflict(
+                f"signal {signal_id} was already cleared by {earlier.cleared_by} "
+                f"at {earlier.cleared_at.isoformat()}"
+            )
+        clearance = SignalClearance(signal_id=signal_id, reason=reason[:500], cleared_by=cleared_by)
+        session.add(clearance)
+        session.flush()
+        return describe(signal, clearance)
+
+
+def _clearance_of(session: Session, signal_id: int) -> SignalClearance | None:
+    return session.scalar(select(SignalClearance).where(SignalClearance.signal_id == signal_id))
+
+
 # -- reading ----------------------------------------------------------------------------
 
 
-def describe(signal: FraudSignal) -> dict[str, Any]:
-    """A signal as admins see it."""
+def describe(signal: FraudSignal, clearance: SignalClearance | None) -> dict[str, Any]:
+    """A signal as admins see it, with its clearance (or ``None`` while active)."""
     return {
+        "id": signal.id,
         "kind": signal.kind,
         "subject_type": signal.subject_type,
         "subject_id": signal.subject_id,
         "reason": signal.reason,
         "created_at": signal.created_at,
+        "state": "active" if clearance is None else "cleared",
+        "cleared": None
+        if clearance is None
+        else {
+            "reason": clearance.reason,
+            "cleared_by": clearance.cleared_by,
+            "cleared_at": clearance.cleared_at,
+        },
     }
 
 
+def _with_clearance() -> Select[FraudSignal, SignalClearance]:
+    return select(FraudSignal, SignalClearance).outerjoin(
+        SignalClearance, SignalClearance.signal_id == FraudSignal.id
+    )
+
+
 def on_subjects(session: Session, subject_ids: Iterable[str]) -> dict[str, list[dict[str, Any]]]:
-    """Every signal on these rewards, fans or links, by subject id."""
+    """Every signal on these rewards, fans or links, cleared ones too, by subject id."""
     wanted = sorted(set(subject_ids))
     out: dict[str, list[dict[str, Any]]] = {}
     if not wanted:
         return out
-    query = select(FraudSignal).where(FraudSignal.subject_id.in_(wanted)).order_by(FraudSignal.id)
-    for signal in session.scalars(query):
-        out.setdefault(signal.subject_id, []).append(describe(signal))
+    rows = session.execute(
+        _with_clearance().where(FraudSignal.subject_id.in_(wanted)).order_by(FraudSignal.id)
+    )
+    for signal, clearance in rows:
+        out.setdefault(signal.subject_id, []).append(describe(signal, clearance))
     return out
+
+
+def list_signals(
+    session: Session,
+    *,
+    subject_type: str | None = None,
+    subject_id: str | None = None,
+    state: str | None = None,
+    limit: int = 50,
+    cursor: str | None = None,
+) -> tuple[list[dict[str, Any]], str | None]:
+    """Signals newest first, optionally of one subject or in one state (``active`` or
+    ``cleared``); ``cursor``: the id of the last signal of the previous page."""
+    query = _with_clearance().order_by(FraudSignal.id.desc()).limit(limit + 1)
+    if subject_type is not None:
+        query = query.where(FraudSignal.subject_type == subject_type)
+    if subject_id is not None:
+        query = query.where(FraudSignal.subject_id == subject_id)
+    if state == "active":
+        query = query.where(SignalClearance.id.is_(None))
+    elif state == "cleared":
+        query = query.where(SignalClearance.id.is_not(None))
+    elif state is not None:
+        raise ValidationFailed("state is active or cleared", fields={"state": ["unknown"]})
+    if cursor:
+        try:
+            last = parse_id(cursor)
+        except NotFound:
+            raise ValidationFailed(
+                "bad cursor", fields={"cursor": ["not a cursor we issued"]}
+            ) from None
+        query = query.where(FraudSignal.id < last)
+    rows = session.execute(query).all()
+    page = rows[:limit]
+    items = [describe(signal, clearance) for signal, clearance in page]
+    return items, (str(page[-1][0].id) if len(rows) > limit else None)

@@ -2,7 +2,7 @@
 
 from royalties.models.accounts import ApiKey
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
-from royalties.models.fraud import FraudSignal, ReviewDecision
+from royalties.models.fraud import FraudSignal, ReviewDecision, SignalClearance
 from royalties.models.graph import Fan, FanAncestor
 from royalties.models.idempotency import IdempotencyRecord
 from royalties.models.insights import InsightsCache
@@ -34,6 +34,7 @@ __all__ = [
     "Reward",
     "RewardPlan",
     "ShareLink",
+    "SignalClearance",
     "Storefront",
     "WebhookEvent",
 ]
