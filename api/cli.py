@@ -221,7 +221,7 @@ def fraud() -> None:
 @fraud.command("scan", help="Look for click floods and storefront bursts; record signals.")
 def fraud_scan() -> None:
     from api.config import fraud_from_env
-    from royalties.services.review import scan
+    from royalties.fraud.signals import scan
 
     _require_schema()
     engine = make_engine()

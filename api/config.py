@@ -7,7 +7,7 @@ import secrets
 from typing import Any
 
 from royalties.db import database_url
-from royalties.fraud import FraudConfig
+from royalties.fraud.detectors import FraudConfig
 from royalties.payouts import DEFAULT_CONCURRENCY, Minimums
 
 
@@ -47,7 +47,7 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[str, str]] = {
 
 
 def fraud_from_env() -> FraudConfig:
-    """Fraud-signal thresholds (see royalties/fraud.py), each overridable."""
+    """Fraud-signal thresholds (see royalties/fraud/detectors.py), each overridable."""
     d = FraudConfig()
     return FraudConfig(
         signup_window_minutes=_int_env("FRAUD_SIGNUP_WINDOW_MINUTES", d.signup_window_minutes),

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from flask import current_app
 
-from royalties.fraud import FraudConfig
+from royalties.fraud.detectors import FraudConfig
 from royalties.services.links import hash_client_address
 
 

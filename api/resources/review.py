@@ -1,4 +1,5 @@
-"""The review queue: rewards held by fraud signals, and the admin's decisions."""
+"""The review queue: rewards held by fraud signals, the admin's decisions, and the
+signals themselves (listed, and cleared on a fan or a link)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,16 @@ from flask_smorest import Blueprint
 from api.auth import current_principal, require
 from api.extensions import db
 from api.schemas.common import PageQuery
-from api.schemas.review import DecisionIn, DecisionOut, ReviewPage
-from royalties.services import review
+from api.schemas.review import (
+    ClearIn,
+    DecisionIn,
+    DecisionOut,
+    ReviewPage,
+    SignalOut,
+    SignalPage,
+    SignalQuery,
+)
+from royalties.fraud import review, signals
 
 blp = Blueprint("review", __name__, url_prefix="/v1", description="Fraud review queue")
 
@@ -40,4 +49,39 @@ class ReviewDecision(MethodView):
             decision=body["decision"],
             reason=body["reason"],
             decided_by=current_principal().key_id,
+        )
+
+
+# Not /review/signals: POST /review/<reward_id> would answer that path too (and OPTIONS
+# would advertise a POST that decides a reward named "signals").
+@blp.route("/fraud-signals")
+class Signals(MethodView):
+    @require("admin")
+    @blp.arguments(SignalQuery(), location="query")
+    @blp.response(200, SignalPage)
+    def get(self, query: dict[str, Any]) -> dict[str, Any]:
+        """Fraud signals, newest first, active and cleared, with who cleared them (admin)"""
+        items, cursor = signals.list_signals(
+            db.session,
+            subject_type=query["subject_type"],
+            subject_id=query["subject_id"],
+            state=query["state"],
+            limit=query["limit"],
+            cursor=query["cursor"],
+        )
+        return {"items": items, "next_cursor": cursor}
+
+
+@blp.route("/review/signals/<signal_id>/clear")
+class SignalClear(MethodView):
+    @require("admin")
+    @blp.arguments(ClearIn())
+    @blp.response(200, SignalOut)
+    def post(self, body: dict[str, Any], signal_id: str) -> dict[str, Any]:
+        """Clear a signal on a fan or a link (admin): it holds no new rewards; audited"""
+        return signals.clear(
+            db.session,
+            signal_id=signals.parse_id(signal_id),
+            reason=body["reason"],
+            cleared_by=current_principal().key_id,
         )

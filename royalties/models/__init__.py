@@ -2,13 +2,13 @@
 
 from royalties.models.accounts import ApiKey
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
+from royalties.models.fraud import FraudSignal, ReviewDecision, SignalClearance
 from royalties.models.graph import Fan, FanAncestor
 from royalties.models.idempotency import IdempotencyRecord
 from royalties.models.insights import InsightsCache
 from royalties.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from royalties.models.links import Click, ShareLink
 from royalties.models.payouts import Payout, PayoutEvent, PayoutRun, WebhookEvent
-from royalties.models.review import FraudSignal, ReviewDecision
 from royalties.models.sales import Purchase, Refund, Reward
 
 __all__ = [
@@ -34,6 +34,7 @@ __all__ = [
     "Reward",
     "RewardPlan",
     "ShareLink",
+    "SignalClearance",
     "Storefront",
     "WebhookEvent",
 ]

@@ -7,12 +7,13 @@ from dataclasses import dataclass
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import fraud, graph
+from royalties import graph
 from royalties.db import utcnow
 from royalties.errors import NotFound, ValidationFailed
+from royalties.fraud import signals
+from royalties.fraud.detectors import FraudConfig
 from royalties.keys import issue_key
 from royalties.models import Fan, ShareLink
-from royalties.services import review
 from royalties.services._tx import transactional
 
 
@@ -50,14 +51,14 @@ def sign_up(
     email: str | None,
     ref: str | None,
     signup_ip_hash: str | None = None,
-    fraud_config: fraud.FraudConfig | None = None,
+    fraud_config: FraudConfig | None = None,
 ) -> SignedUp:
     sponsor_id = resolve_ref(session, ref) if ref else None
     fan = graph.create_fan(session, handle=handle, email=email, sponsor_id=sponsor_id)
     fan.signup_ip_hash = signup_ip_hash
     if sponsor_id is not None:
         session.flush()
-        review.check_signup_farm(session, sponsor_id, fraud_config or fraud.FraudConfig(), utcnow())
+        signals.check_signup_farm(session, sponsor_id, fraud_config or FraudConfig(), utcnow())
     return SignedUp(fan, issue_key(session, "fan", fan.id))
 
 

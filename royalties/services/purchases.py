@@ -25,7 +25,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    exists,
     insert,
     literal,
     null,
@@ -34,24 +33,24 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from royalties import fraud, graph, idempotency, ledger, plans
+from royalties import graph, idempotency, ledger, plans
 from royalties.attribution import RewardLine, influence_chain, level_one, split_sale
 from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
+from royalties.fraud import at_purchase
+from royalties.fraud.signals import carries_active_signal
 from royalties.ids import new_id, random_token
 from royalties.ledger import AccountKind
 from royalties.models import (
     Content,
     Fan,
     FanAncestor,
-    FraudSignal,
     Purchase,
     Reward,
     RewardPlan,
     ShareLink,
 )
 from royalties.money import check_amount, normalize_currency
-from royalties.services import review
 from royalties.services._tx import unit_of_work
 
 _INSERT_PURCHASE = insert(table(Purchase))
@@ -149,10 +148,12 @@ def record_purchase(
         }
         conn.execute(_INSERT_PURCHASE, purchase)
         reward_ids = [new_id("rwd") for _ in split.rewards]
-        held = _held_rewards(
+        held = at_purchase.held_rewards(
             session,
-            split.rewards,
-            reward_ids,
+            [
+                (line.fan_id, reward_id)
+                for line, reward_id in zip(split.rewards, reward_ids, strict=True)
+            ],
             upline,
             buyer_email=buyer_email,
             link_owner=sale.link_owner,  # the buyer's own link: the buyer earns nothing
@@ -219,7 +220,7 @@ def _sale_facts(
     """Everything a sale needs to know before the upline, in one indexed query: the
     content, its effective plan (SPEC 2: the item's own latest, else the artist's
     latest), the share link's owner when the link is active and of the same artist,
-    whether the link is flagged, and the buyer if already a fan."""
+    whether the link carries an active fraud signal, and the buyer if already a fan."""
     value: str | None
     if buyer.fan_id is not None:
         kind, value = "fan_id", buyer.fan_id
@@ -262,9 +263,7 @@ def _sale_facts_query(buyer_kind: str) -> Select[Any]:
         .correlate(Content)
         .scalar_subquery()
     )
-    link_flagged = exists().where(
-        FraudSignal.subject_type == "link", FraudSignal.subject_id == code
-    )
+    link_flagged = carries_active_signal("link", code)
     buyer_fan = aliased(Fan, name="buyer")
     found = {
         "fan_id": buyer_fan.id == bindparam("buyer"),
@@ -307,7 +306,7 @@ class _Upline:
 
 def _upline(conn: Connection, level1: str, depth: int) -> list[_Upline]:
     """``level1`` and up to ``depth`` of its ancestors, nearest first: one indexed query
-    on the closure table, each fan with whether it carries a fan-level fraud signal."""
+    on the closure table, each fan with whether it carries an active fraud signal."""
     rows = conn.execute(_upline_query(), {"level1": level1, "depth": depth}).all()
     assert rows and rows[0][1] == level1, "level 1 names a fan (foreign keys guarantee it)"
     return [_Upline(row[1], row[2], row[3], bool(row[4])) for row in rows]
@@ -315,23 +314,21 @@ def _upline(conn: Connection, level1: str, depth: int) -> list[_Upline]:
 
 @cache
 def _upline_query() -> CompoundSelect[Any]:
-    def flagged(fan_id: Any) -> Any:
-        return exists().where(FraudSignal.subject_type == "fan", FraudSignal.subject_id == fan_id)
-
     level1 = bindparam("level1", type_=String)
-    first = select(
+    # Typed loosely: the ancestors' half has NULL where level 1 has its e-mail and address.
+    first: Select[*tuple[Any, ...]] = select(
         literal(0).label("depth"),
         Fan.id,
         Fan.email,
         Fan.signup_ip_hash,
-        flagged(Fan.id).label("flagged"),
+        carries_active_signal("fan", Fan.id).label("flagged"),
     ).where(Fan.id == level1)
-    above = select(
+    above: Select[*tuple[Any, ...]] = select(
         FanAncestor.depth,
         FanAncestor.ancestor_id,
         null(),
         null(),
-        flagged(FanAncestor.ancestor_id),
+        carries_active_signal("fan", FanAncestor.ancestor_id),
     ).where(FanAncestor.fan_id == level1, FanAncestor.depth <= bindparam("depth"))
     return union_all(first, above).order_by("depth")
 
@@ -366,44 +363,6 @@ def _buyer(
     )
     session.flush()
     return fan.id, fan.sponsor_id, fan.email
-
-
-def _held_rewards(
-    session: Session,
-    lines: Sequence[RewardLine],
-    reward_ids: Sequence[str],
-    upline: Sequence[_Upline],
-    *,
-    buyer_email: str | None,
-    link_owner: str | None,
-    link_flagged: bool,
-    client_ip_hash: str | None,
-) -> set[str]:
-    """Reward ids to hold for review, with the signals that hold them recorded.
-
-    The level-1 reward is held when buyer and level-1 fan look like one person; any
-    reward is held while its fan (or, for level 1, the link used) carries a signal."""
-    if not lines:
-        return set()
-    held: set[str] = set()
-    by_fan = {line.fan_id: rid for line, rid in zip(lines, reward_ids, strict=True)}
-    level1 = upline[0]
-    if level1.fan_id in by_fan:
-        findings = fraud.second_account(
-            buyer_email=buyer_email,
-            fan_email=level1.email,
-            purchase_address=client_ip_hash,
-            fan_signup_address=level1.signup_ip_hash,
-        )
-        if findings:
-            review.record(
-                session, findings, subject_type="reward", subject_id=by_fan[level1.fan_id]
-            )
-            held.add(by_fan[level1.fan_id])
-    held |= {by_fan[fan.fan_id] for fan in upline if fan.flagged and fan.fan_id in by_fan}
-    if link_flagged and link_owner in by_fan:
-        held.add(by_fan[link_owner])
-    return held
 
 
 def get_purchase(

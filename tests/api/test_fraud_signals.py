@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import select
 
 from royalties.db import utcnow
-from royalties.fraud import FraudConfig
+from royalties.fraud.detectors import FraudConfig
+from royalties.fraud.signals import scan
 from royalties.models import FraudSignal, ReviewDecision, Reward
-from royalties.services.review import scan
 from tests.conftest import create_test_app
 from tests.helpers import ApiDriver, buy, new_key, share
 

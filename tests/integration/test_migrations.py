@@ -285,4 +285,38 @@ def test_0005_keeps_the_ledger_refuses_unknown_kinds_and_downgrades_cleanly(tmp_
         upgrade(url)
         with engine.connect() as conn:
             assert conn.execute(text("SELECT count(*) FROM ledger_accounts")).scalar() == 2
+
+
+def test_0006_leaves_existing_signals_active_and_downgrades_without_touching_them(tmp_path, db_url):
+    """0006 adds the clearances beside the signals: a signal recorded before it is still
+    active after it, a clearance is unique per signal, and a downgrade keeps the signals."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0004")
+        engine = create_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO fraud_signals "
+                    "(id, kind, subject_type, subject_id, reason, details, created_at) "
+                    "VALUES (7, 'signup_farm', 'fan', 'fan_a', 'five from one address', '{}', "
+                    "CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(url)
+        clear = text(
+            "INSERT INTO fraud_signal_clearances (signal_id, reason, cleared_by, cleared_at) "
+            "VALUES (7, 'a school network', 'key_admin', CURRENT_TIMESTAMP)"
+        )
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM fraud_signal_clearances")).scalar() == 0
+            conn.execute(clear)
+            conn.commit()
+            with pytest.raises(Exception, match=r"(?i)unique"):
+                conn.execute(clear)
+            conn.rollback()
+        command.downgrade(alembic_config(url), "0005")
+        assert "fraud_signal_clearances" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM fraud_signals")).scalars().all() == [7]
+        upgrade(url)
         engine.dispose()

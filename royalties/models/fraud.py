@@ -1,9 +1,12 @@
-"""Fraud signals and the review queue.
+"""Fraud signals, their clearances, and the review decisions on held rewards.
 
 A signal records why something looks gamed, on the reward, fan or link it concerns.
 A reward with a signal is ``held``: it never matures, so it stays out of payouts,
 until an admin approves it (it moves on as usual) or rejects it (reversed in the
-ledger). Every decision is kept with who made it, when and why.
+ledger). A signal on a fan or a link is *active* until an admin clears it. Signals are
+never edited: a decision and a clearance are rows of their own, each kept with who
+made it, when and why, and each made once (a UNIQUE on what it concerns). The rules
+that read these tables live in ``royalties.fraud``.
 """
 
 from __future__ import annotations
@@ -41,6 +44,19 @@ class FraudSignal(Base):
     reason: Mapped[str] = mapped_column(String(500))
     details: Mapped[dict[str, Any]] = mapped_column(JSON, default=dict)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+
+
+class SignalClearance(Base):
+    """An admin's judgement that a signal on a fan or a link holds no more rewards."""
+
+    __tablename__ = "fraud_signal_clearances"
+
+    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    # UNIQUE: a signal is cleared once; its index is what the purchase path probes.
+    signal_id: Mapped[int] = mapped_column(ForeignKey("fraud_signals.id"), unique=True)
+    reason: Mapped[str] = mapped_column(String(500))
+    cleared_by: Mapped[str] = mapped_column(String(32))
+    cleared_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 
 class ReviewDecision(Base):

@@ -1,23 +1,9 @@
-"""Fraud signals (issue 6): cash rewards attract people who game them.
+"""Fraud detectors: pure functions from facts to findings (no session, no I/O).
 
-Each signal is recorded with its reason on what it concerns (a reward, a fan or a
-link). What a signal does:
-
-- ``shared_email`` / ``shared_address`` (at purchase time): the buyer and the level-1
-  fan look like one person with two accounts — the same mailbox once e-mail aliases are
-  folded (``+tags``, Gmail dots), or the purchase came from the address the level-1
-  fan signed up from. The level-1 reward is *held*.
-- ``signup_farm`` (at sign-up time): most of a sponsor's recent sign-ups come from one
-  address. Recorded on the sponsor.
-- ``click_flood`` (scan): a link with many clicks from one address and no sales.
-  Recorded on the link.
-- ``storefront_burst`` (scan): a fan whose downline all buy through one storefront
-  within minutes of signing up. Recorded on the fan.
-
-While a fan or link carries a signal, every new reward it would earn is held too. A
-held reward never matures, so it stays out of payouts until an admin approves it (it
-then moves on as usual) or rejects it (its money goes back to the artist, as for a
-buyer's own position). Thresholds are configuration, not code.
+Each returns the ``Finding`` (kind and a reason a person can read) it makes of the facts
+it is given, or nothing; ``royalties.fraud.signals`` gathers the facts and records what
+is found. Thresholds are ``FraudConfig`` (configuration, see ``api/config.py``), and
+every comparison with a threshold is inclusive: reaching it is enough.
 """
 
 from __future__ import annotations
@@ -97,6 +83,7 @@ def signup_farm(recent_addresses: Iterable[str | None], config: FraudConfig) -> 
 
 
 def click_flood(clicks_from_top_address: int, sales: int, config: FraudConfig) -> Finding | None:
+    """A link clicked at least ``click_min`` times from one address, and never sold."""
     if sales == 0 and clicks_from_top_address >= config.click_min:
         return Finding(
             "click_flood", f"{clicks_from_top_address} clicks from one address and no sales"
