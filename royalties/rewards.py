@@ -11,7 +11,26 @@ A reward row has three columns of state, and only this module reads them:
   counts for nothing).
 - ``reversed_amount``: what refunds took back from it, never more than its amount.
 
-What a person sees follows from those three: a reward *shows* as ``held`` or
+Its life, each step here and nowhere else:
+
+- **At sale** (``at_sale``): the state, review state and fan account of its ledger line
+  are decided once, together: held -> ``pending``/``held``/``fan_pending`` whatever the
+  hold; a plan with ``hold_days`` -> ``pending``/``fan_pending``; none -> ``available``/
+  ``fan_available`` at once.
+- **Maturing** (``mature_due``): ``pending -> available`` once ``available_at`` passed,
+  a ledger move ``fan_pending -> fan_available`` of what refunds left. Idempotent and
+  safe under concurrency: a reward changes state in a single ``UPDATE .. WHERE state =
+  'pending'``, and only the transaction whose update matched moves its money, read under
+  the row lock a refund takes. On PostgreSQL rows another transaction holds are skipped
+  (being refunded or matured right now) and picked up by the next call. Held and
+  rejected rewards never mature by themselves.
+- **Review** (``decide``): approved -> it goes on as if never held (it matures when
+  due); rejected -> what is left of it moves ``fan_pending -> artist_earnings``.
+- **Refunds** (``refund_source``): a reversal comes out of the fan account the reward
+  is in now (``fan_pending`` or ``fan_available``, which may go negative); a rejected
+  reward's share comes from the artist, who had the money back.
+
+What a person sees follows from the three columns: a reward *shows* as ``held`` or
 ``rejected`` while reviewed so, as ``reversed`` once refunds took all of it, else as its
 ``state``; and it *counts* ``amount - reversed_amount``, or nothing when rejected
 (``counted``, ``counted_reversed``). Balances, statements, insights, the dashboard and
@@ -20,11 +39,17 @@ the API all read through these, so they can never disagree.
 
 from __future__ import annotations
 
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Protocol
 
-from sqlalchemy import case
+from sqlalchemy import and_, case, or_, select, update
+from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
+from royalties import ledger
+from royalties.ledger import AccountKind
 from royalties.models import Reward
 
 PENDING, AVAILABLE = "pending", "available"
@@ -65,3 +90,119 @@ def counted_reversed(reward: Any = Reward) -> ColumnElement[Any]:
 def counted_net(reward: Any = Reward) -> ColumnElement[Any]:
     """SQL: what a reward is worth to its fan now: booked minus reversed."""
     return counted(reward) - counted_reversed(reward)
+
+
+def awaiting_review(reward: _RewardRow) -> bool:
+    """Held for review and not decided yet."""
+    return reward.review_state == HELD
+
+
+def is_held(reward: Any = Reward) -> ColumnElement[bool]:
+    """SQL: held for review and not decided yet (so it stays out of every payout)."""
+    return and_(reward.review_state == HELD, reward.state == PENDING)
+
+
+# -- at sale ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AtSale:
+    """A new reward's row state and the fan account its ledger line credits."""
+
+    state: str
+    review_state: str | None
+    account: AccountKind
+
+
+_AT_SALE = {
+    (True, True): AtSale(PENDING, HELD, AccountKind.FAN_PENDING),
+    (True, False): AtSale(PENDING, HELD, AccountKind.FAN_PENDING),
+    (False, True): AtSale(PENDING, None, AccountKind.FAN_PENDING),
+    (False, False): AtSale(AVAILABLE, None, AccountKind.FAN_AVAILABLE),
+}
+
+
+def at_sale(*, held: bool, hold_days: int) -> AtSale:
+    """Decided once for the row and its ledger line: a held reward waits in pending
+    whatever the hold (it must not be paid); else pending for ``hold_days``, or
+    available at once when there is no hold."""
+    return _AT_SALE[(held, hold_days > 0)]
+
+
+# -- maturing ---------------------------------------------------------------------------
+
+
+def mature_due(session: Session, *, now: datetime, fan_id: str | None = None) -> int:
+    """Move every reward whose hold has passed to ``available``. Does not commit."""
+    due = (
+        select(Reward.id)
+        .where(
+            Reward.state == PENDING,
+            Reward.available_at <= now,
+            # Held (or rejected) rewards wait for a person: they never mature on their own.
+            or_(Reward.review_state.is_(None), Reward.review_state == APPROVED),
+        )
+        .order_by(Reward.id)
+    )
+    if fan_id is not None:
+        due = due.where(Reward.fan_id == fan_id)
+    if session.get_bind().dialect.name == "postgresql":
+        due = due.with_for_update(skip_locked=True)
+    ids = list(session.scalars(due))
+    if not ids:
+        return 0
+    moved = session.execute(
+        update(Reward)
+        .where(Reward.id.in_(ids), Reward.state == PENDING)
+        .values(state=AVAILABLE)
+        .returning(Reward.id, Reward.fan_id, Reward.currency, Reward.amount, Reward.reversed_amount)
+        .execution_options(synchronize_session=False)
+    ).all()
+    by_currency: dict[str, list[ledger.Line]] = defaultdict(list)
+    for reward_id, owner, currency, amount, reversed_amount in moved:
+        left = amount - reversed_amount
+        by_currency[currency] += [
+            ledger.Line(AccountKind.FAN_PENDING, owner, -left, reward_id),
+            ledger.Line(AccountKind.FAN_AVAILABLE, owner, left, reward_id),
+        ]
+    for currency, lines in sorted(by_currency.items()):
+        if any(line.amount for line in lines):
+            ledger.post(
+                session, kind="mature", ref=now.isoformat()[:64], currency=currency, lines=lines
+            )
+    return len(moved)
+
+
+# -- review -----------------------------------------------------------------------------
+
+
+def decide(session: Session, reward: Reward, *, approve: bool, artist_id: str) -> None:
+    """A person's decision on a held reward (the caller checked it is held and locked
+    its row): approved, it goes on as if never held; rejected, what is left of it goes
+    back to the artist. Does not commit."""
+    if approve:
+        reward.review_state = APPROVED
+        return
+    reward.review_state = REJECTED
+    left = reward.amount - reward.reversed_amount
+    ledger.post(
+        session,
+        kind="review_rejected",
+        ref=reward.id,
+        currency=reward.currency,
+        lines=[
+            ledger.Line(AccountKind.FAN_PENDING, reward.fan_id, -left, reward.id),
+            ledger.Line(AccountKind.ARTIST_EARNINGS, artist_id, left),
+        ],
+    )
+
+
+# -- refunds ----------------------------------------------------------------------------
+
+
+def refund_source(reward: _RewardRow) -> AccountKind | None:
+    """The fan account a refund's reversal of this reward comes out of; None when the
+    reward was rejected (its money is back with the artist, so the artist gives it)."""
+    if reward.review_state == REJECTED:
+        return None
+    return AccountKind.FAN_PENDING if reward.state == PENDING else AccountKind.FAN_AVAILABLE

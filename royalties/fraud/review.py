@@ -15,10 +15,9 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import ledger
+from royalties import rewards
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import signals
-from royalties.ledger import AccountKind
 from royalties.models import Purchase, ReviewDecision, Reward
 from royalties.services._tx import unit_of_work
 
@@ -30,7 +29,7 @@ def queue(
     query = (
         select(Reward, Purchase.share_code)
         .join(Purchase, Purchase.id == Reward.purchase_id)
-        .where(Reward.review_state == "held")
+        .where(rewards.is_held())
         .order_by(Reward.id)
         .limit(limit + 1)
     )
@@ -71,26 +70,12 @@ def decide(
         reward = session.get(Reward, reward_id, with_for_update=True, populate_existing=True)
         if reward is None:
             raise NotFound(f"reward {reward_id} does not exist")
-        if reward.review_state != "held":
-            state = reward.review_state or "not flagged"
+        if not rewards.awaiting_review(reward):
+            state = rewards.shown_state(reward)
             raise Conflict(f"reward {reward_id} is not held for review (it is {state})")
         purchase = session.get(Purchase, reward.purchase_id)
         assert purchase is not None
-        if decision == "approve":
-            reward.review_state = "approved"
-        else:
-            reward.review_state = "rejected"
-            left = reward.amount - reward.reversed_amount
-            ledger.post(
-                session,
-                kind="review_rejected",
-                ref=reward.id,
-                currency=reward.currency,
-                lines=[
-                    ledger.Line(AccountKind.FAN_PENDING, reward.fan_id, -left, reward.id),
-                    ledger.Line(AccountKind.ARTIST_EARNINGS, purchase.artist_id, left),
-                ],
-            )
+        rewards.decide(session, reward, approve=decision == "approve", artist_id=purchase.artist_id)
         record_ = ReviewDecision(
             reward_id=reward.id, decision=decision, reason=reason[:500], decided_by=decided_by
         )

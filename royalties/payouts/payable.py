@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from royalties import rewards
 from royalties.ledger import AccountKind
 from royalties.models import Fan, LedgerAccount, LedgerEntry, Reward
 
@@ -92,9 +93,7 @@ def survey(session: Session, minimums: Minimums) -> Survey:
     held = {
         (fan_id, currency)
         for fan_id, currency in session.execute(
-            select(Reward.fan_id, Reward.currency)
-            .where(Reward.review_state == "held", Reward.state == "pending")
-            .distinct()
+            select(Reward.fan_id, Reward.currency).where(rewards.is_held()).distinct()
         )
     }
     candidates: list[Candidate] = []

@@ -26,7 +26,6 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from royalties.db import utcnow
-from royalties.holds import mature_due
 from royalties.ids import new_id
 from royalties.models import PayoutRun
 from royalties.payments.stripe import StripeGateway
@@ -34,6 +33,7 @@ from royalties.payouts import machine
 from royalties.payouts.connections import one_connection, pooled
 from royalties.payouts.machine import Outcome
 from royalties.payouts.payable import Candidate, Minimums, survey
+from royalties.rewards import mature_due
 from royalties.services._tx import unit_of_work
 
 DEFAULT_CONCURRENCY = 32

@@ -10,9 +10,9 @@ from sqlalchemy.orm import Session
 
 from royalties import ledger, rewards
 from royalties.db import utcnow
-from royalties.holds import mature_due
 from royalties.models import Purchase, Reward
 from royalties.pagination import Page, keyset, page
+from royalties.rewards import mature_due
 from royalties.services._tx import unit_of_work
 from royalties.services.fans import get_fan
 

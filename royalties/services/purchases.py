@@ -33,7 +33,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from royalties import graph, idempotency, ledger, plans
+from royalties import graph, idempotency, ledger, plans, rewards
 from royalties.attribution import RewardLine, influence_chain, level_one, split_sale
 from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
@@ -160,7 +160,10 @@ def record_purchase(
             link_flagged=bool(sale.link_flagged),
             client_ip_hash=client_ip_hash,
         )
-        on_hold = "pending" if sale.hold_days else "available"
+        starts = [
+            rewards.at_sale(held=reward_id in held, hold_days=sale.hold_days)
+            for reward_id in reward_ids
+        ]
         if split.rewards:
             conn.execute(
                 _INSERT_REWARDS,
@@ -173,13 +176,14 @@ def record_purchase(
                         "amount": line.amount,
                         "currency": sale.currency,
                         "reversed_amount": 0,
-                        # A held reward waits in pending whatever the hold: it must not be paid.
-                        "state": "pending" if reward_id in held else on_hold,
-                        "review_state": "held" if reward_id in held else None,
+                        "state": start.state,
+                        "review_state": start.review_state,
                         "available_at": now + timedelta(days=sale.hold_days),
                         "created_at": now,
                     }
-                    for line, reward_id in zip(split.rewards, reward_ids, strict=True)
+                    for line, reward_id, start in zip(
+                        split.rewards, reward_ids, starts, strict=True
+                    )
                 ],
             )
         ledger.post(
@@ -192,15 +196,10 @@ def record_purchase(
                 ledger.Line(AccountKind.ARTIST_EARNINGS, sale.artist_id, split.artist_share),
                 ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, split.fee),
                 *(
-                    ledger.Line(
-                        AccountKind.FAN_PENDING
-                        if reward_id in held or on_hold == "pending"
-                        else AccountKind.FAN_AVAILABLE,
-                        line.fan_id,
-                        line.amount,
-                        reward_id,
+                    ledger.Line(start.account, line.fan_id, line.amount, reward_id)
+                    for line, reward_id, start in zip(
+                        split.rewards, reward_ids, starts, strict=True
                     )
-                    for line, reward_id in zip(split.rewards, reward_ids, strict=True)
                 ),
             ],
         )

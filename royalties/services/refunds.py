@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import idempotency, ledger
+from royalties import idempotency, ledger, rewards
 from royalties.attribution import reverse
 from royalties.db import utcnow
 from royalties.errors import Forbidden, NotFound, RefundError
@@ -66,7 +66,7 @@ def refund_purchase(
                 f"only {left} of {purchase.amount} is left to refund",
                 fields={"amount": [f"at most {left}"]},
             )
-        rewards = list(
+        lines_of_sale = list(
             session.scalars(
                 select(Reward)
                 .where(Reward.purchase_id == purchase.id)
@@ -75,7 +75,7 @@ def refund_purchase(
                 .execution_options(populate_existing=True)
             )
         )
-        parts: dict[str, int] = {r.id: r.amount for r in rewards}
+        parts: dict[str, int] = {r.id: r.amount for r in lines_of_sale}
         parts[_FEE] = purchase.fee
         rev = reverse(parts, purchase.amount, purchase.refunded_amount, amount)
 
@@ -84,16 +84,14 @@ def refund_purchase(
             ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, -rev.parts[_FEE]),
         ]
         artist_reversed, reversed_lines = rev.artist, []
-        for reward in rewards:
+        for reward in lines_of_sale:
             taken = rev.parts[reward.id]
-            if reward.review_state == "rejected":
+            account = rewards.refund_source(reward)
+            if account is None:
                 # A rejected reward's money already went back to the artist: it comes from there.
                 artist_reversed += taken
                 reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": 0})
                 continue
-            account = (
-                AccountKind.FAN_PENDING if reward.state == "pending" else AccountKind.FAN_AVAILABLE
-            )
             lines.append(ledger.Line(account, reward.fan_id, -taken, reward.id))
             reward.reversed_amount += taken
             reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": taken})

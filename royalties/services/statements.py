@@ -33,7 +33,6 @@ from sqlalchemy.orm import Session
 from royalties import rewards
 from royalties.db import utcnow
 from royalties.errors import ValidationFailed
-from royalties.holds import mature_due
 from royalties.ledger import FAN_KINDS, AccountKind
 from royalties.models import (
     Content,
@@ -44,6 +43,7 @@ from royalties.models import (
     Purchase,
     Reward,
 )
+from royalties.rewards import mature_due
 from royalties.services._tx import unit_of_work
 from royalties.services.fans import get_fan
 

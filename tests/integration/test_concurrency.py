@@ -20,7 +20,8 @@ from sqlalchemy import func, select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from royalties import holds, idempotency
+from royalties import idempotency
+from royalties import rewards as holds
 from royalties.db import make_sessionmaker
 from royalties.errors import IdempotencyInFlight, RefundError
 from royalties.models import (

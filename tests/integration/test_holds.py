@@ -15,7 +15,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from royalties import holds, ledger
+from royalties import ledger
+from royalties import rewards as holds
 from royalties.models import LedgerEntry, LedgerTransaction, Reward
 from royalties.services import balances, purchases, refunds
 from royalties.services.purchases import BuyerRef
