@@ -18,7 +18,9 @@ upline that a concurrent re-root is rewriting. SQLite serialises writers anyway.
 
 from __future__ import annotations
 
-from sqlalchemy import func, insert, select, update
+from typing import Any
+
+from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from royalties.db import advisory_lock
@@ -36,15 +38,31 @@ def normalize_email(email: str | None) -> str | None:
     return email.strip().lower() if email else None
 
 
+def ancestors_of(fan_id: Any, depth: Any) -> Select[int, str]:
+    """The closure-table read every upline goes through: ``(depth, ancestor_id)`` of the
+    fan's ancestors up to ``depth`` (1 is the sponsor), one indexed range. ``fan_id`` and
+    ``depth`` are values or bind parameters; callers order it (by depth: nearest first)
+    and may add columns of their own."""
+    return select(FanAncestor.depth, FanAncestor.ancestor_id).where(
+        FanAncestor.fan_id == fan_id, FanAncestor.depth <= depth
+    )
+
+
 def upline(session: Session, fan_id: str, depth: int = MAX_DEPTH) -> list[str]:
     """The fan's sponsor, sponsor's sponsor, ... up to ``depth`` levels, nearest first."""
-    return list(
-        session.scalars(
-            select(FanAncestor.ancestor_id)
-            .where(FanAncestor.fan_id == fan_id, FanAncestor.depth <= depth)
-            .order_by(FanAncestor.depth)
-        )
-    )
+    rows = session.execute(ancestors_of(fan_id, depth).order_by(FanAncestor.depth))
+    return [ancestor for _depth, ancestor in rows]
+
+
+def sponsor_by_first_touch(
+    session: Session, fan_id: str, sponsor_id: str | None, via: str | None
+) -> str | None:
+    """First touch (SPEC 2): a fan without a sponsor gets the owner of the share link
+    that brought it, when the rules allow (not itself, no loop); a sponsor, once set,
+    never changes. Returns the fan's sponsor after. Does not commit."""
+    if sponsor_id is not None or via is None or via == fan_id:
+        return sponsor_id
+    return via if assign_sponsor(session, fan_id, via, strict=False) else None
 
 
 def downline_counts(session: Session, fan_id: str) -> dict[int, int]:

@@ -322,13 +322,9 @@ def _upline_query() -> CompoundSelect[Any]:
         Fan.signup_ip_hash,
         carries_active_signal("fan", Fan.id).label("flagged"),
     ).where(Fan.id == level1)
-    above: Select[*tuple[Any, ...]] = select(
-        FanAncestor.depth,
-        FanAncestor.ancestor_id,
-        null(),
-        null(),
-        carries_active_signal("fan", FanAncestor.ancestor_id),
-    ).where(FanAncestor.fan_id == level1, FanAncestor.depth <= bindparam("depth"))
+    above: Select[*tuple[Any, ...]] = graph.ancestors_of(level1, bindparam("depth")).add_columns(
+        null(), null(), carries_active_signal("fan", FanAncestor.ancestor_id)
+    )
     return union_all(first, above).order_by("depth")
 
 
@@ -338,16 +334,12 @@ def _buyer(
     """The buyer's fan id, sponsor and email; a buyer who is not a fan yet joins the
     graph under whoever brought them, and a sponsor-less fan gets the link's owner."""
     if sale.buyer_id is not None:
-        link_owner = sale.link_owner
-        if (
-            link_owner is not None
-            and sale.buyer_sponsor is None
-            and link_owner != sale.buyer_id
-            and graph.assign_sponsor(session, sale.buyer_id, link_owner, strict=False)
-        ):
+        sponsor = graph.sponsor_by_first_touch(
+            session, sale.buyer_id, sale.buyer_sponsor, sale.link_owner
+        )
+        if sponsor != sale.buyer_sponsor:
             session.flush()
-            return sale.buyer_id, link_owner, sale.buyer_email
-        return sale.buyer_id, sale.buyer_sponsor, sale.buyer_email
+        return sale.buyer_id, sponsor, sale.buyer_email
     if ref.fan_id is not None:
         raise ValidationFailed(
             "the buyer's fan_id names no fan", fields={"buyer": {"fan_id": ["unknown fan"]}}

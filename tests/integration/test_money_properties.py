@@ -19,7 +19,8 @@ from hypothesis import strategies as st
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import graph, holds, ledger
+from royalties import graph, ledger
+from royalties import rewards as holds
 from royalties.db import utcnow
 from royalties.errors import RefundError
 from royalties.models import Fan, Purchase, Refund, Reward
