@@ -30,7 +30,7 @@ class Page(Generic[T]):
     next_cursor: str | None
 
 
-def encode(created_at: datetime, row_id: str) -> str:
+def encode(created_at: datetime, row_id: object) -> str:
     return base64.urlsafe_b64encode(f"{created_at.isoformat()}|{row_id}".encode()).decode()
 
 
@@ -56,7 +56,13 @@ def keyset(
     """``query`` ordered by ``(created_at, row_id)`` and cut to the page after
     ``cursor``, with one row more than ``limit`` (to know whether another page follows)."""
     if cursor:
-        stamp, last = decode(cursor)
+        stamp, text = decode(cursor)
+        try:  # the id as its column holds it (an integer id compared with text would not do)
+            last = row_id.type.python_type(text)
+        except (ValueError, TypeError):
+            raise ValidationFailed(
+                "bad cursor", fields={"cursor": ["not a cursor we issued"]}
+            ) from None
         if newest_first:
             after = or_(created_at < stamp, and_(created_at == stamp, row_id < last))
         else:
@@ -66,7 +72,7 @@ def keyset(
     return query.order_by(*order).limit(limit + 1)
 
 
-def page(rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, str]]) -> Page[T]:
+def page(rows: Sequence[T], limit: int, key: Callable[[T], tuple[datetime, object]]) -> Page[T]:
     """The first ``limit`` rows of what ``keyset`` fetched, and the cursor after them."""
     items = list(rows[:limit])
     more = len(rows) > limit

@@ -19,6 +19,7 @@ from royalties import rewards
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import signals
 from royalties.models import Purchase, ReviewDecision, Reward
+from royalties.pagination import keyset, page
 from royalties.services._tx import unit_of_work
 
 
@@ -26,18 +27,18 @@ def queue(
     session: Session, *, limit: int = 50, cursor: str | None = None
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Held rewards, oldest first, each with every signal on it, its fan and its link."""
-    query = (
+    query = keyset(
         select(Reward, Purchase.share_code)
         .join(Purchase, Purchase.id == Reward.purchase_id)
-        .where(rewards.is_held())
-        .order_by(Reward.id)
-        .limit(limit + 1)
+        .where(rewards.is_held()),
+        Reward.created_at,
+        Reward.id,
+        limit=limit,
+        cursor=cursor,
+        newest_first=False,
     )
-    if cursor:
-        query = query.where(Reward.id > cursor)
-    rows = session.execute(query).all()
-    page = rows[:limit]
-    subjects = [s for r, code in page for s in (r.id, r.fan_id, code) if s]
+    rows = page(session.execute(query).all(), limit, lambda row: (row[0].created_at, row[0].id))
+    subjects = [s for r, code in rows.items for s in (r.id, r.fan_id, code) if s]
     found = signals.on_subjects(session, subjects)
     items = [
         {
@@ -54,9 +55,9 @@ def queue(
                 *(found.get(code, []) if code else []),
             ],
         }
-        for r, code in page
+        for r, code in rows.items
     ]
-    return items, (page[-1][0].id if len(rows) > limit else None)
+    return items, rows.next_cursor
 
 
 def decide(

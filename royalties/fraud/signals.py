@@ -25,6 +25,7 @@ from royalties.db import utcnow
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import detectors
 from royalties.models import Click, Fan, FraudSignal, Purchase, SignalClearance
+from royalties.pagination import keyset, page
 from royalties.services._tx import unit_of_work
 
 SUBJECT_TYPES = ("reward", "fan", "link")
@@ -250,8 +251,8 @@ def list_signals(
     cursor: str | None = None,
 ) -> tuple[list[dict[str, Any]], str | None]:
     """Signals newest first, optionally of one subject or in one state (``active`` or
-    ``cleared``); ``cursor``: the id of the last signal of the previous page."""
-    query = _with_clearance().order_by(FraudSignal.id.desc()).limit(limit + 1)
+    ``cleared``); ``cursor`` from the previous page."""
+    query = _with_clearance()
     if subject_type is not None:
         query = query.where(FraudSignal.subject_type == subject_type)
     if subject_id is not None:
@@ -262,15 +263,6 @@ def list_signals(
         query = query.where(SignalClearance.id.is_not(None))
     elif state is not None:
         raise ValidationFailed("state is active or cleared", fields={"state": ["unknown"]})
-    if cursor:
-        try:
-            last = parse_id(cursor)
-        except NotFound:
-            raise ValidationFailed(
-                "bad cursor", fields={"cursor": ["not a cursor we issued"]}
-            ) from None
-        query = query.where(FraudSignal.id < last)
-    rows = session.execute(query).all()
-    page = rows[:limit]
-    items = [describe(signal, clearance) for signal, clearance in page]
-    return items, (str(page[-1][0].id) if len(rows) > limit else None)
+    query = keyset(query, FraudSignal.created_at, FraudSignal.id, limit=limit, cursor=cursor)
+    rows = page(session.execute(query).all(), limit, lambda row: (row[0].created_at, row[0].id))
+    return [describe(signal, clearance) for signal, clearance in rows.items], rows.next_cursor

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import and_, or_, select
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties.errors import Forbidden, NotFound, ValidationFailed
+from royalties.errors import Forbidden, NotFound
 from royalties.models import Payout, PayoutEvent
+from royalties.pagination import keyset, page
 from royalties.payouts.payable import NOT_PAID_REASONS
 
 if TYPE_CHECKING:
@@ -36,24 +37,13 @@ def payout_view(payout: Payout) -> dict[str, Any]:
 def list_payouts(
     session: Session, *, fan_id: str | None, limit: int, cursor: str | None
 ) -> tuple[list[dict[str, Any]], str | None]:
-    """Newest first; ``cursor`` is the id of the last payout of the previous page."""
-    query = select(Payout).order_by(Payout.created_at.desc(), Payout.id.desc()).limit(limit + 1)
+    """Newest first, optionally one fan's; ``cursor`` from the previous page."""
+    query = select(Payout)
     if fan_id is not None:
         query = query.where(Payout.fan_id == fan_id)
-    if cursor:
-        last = session.get(Payout, cursor)
-        if last is None:
-            raise ValidationFailed("bad cursor", fields={"cursor": ["not a cursor we issued"]})
-        query = query.where(
-            or_(
-                Payout.created_at < last.created_at,
-                and_(Payout.created_at == last.created_at, Payout.id < last.id),
-            )
-        )
-    rows = list(session.scalars(query))
-    more = len(rows) > limit
-    rows = rows[:limit]
-    return [payout_view(p) for p in rows], (rows[-1].id if more else None)
+    query = keyset(query, Payout.created_at, Payout.id, limit=limit, cursor=cursor)
+    rows = page(list(session.scalars(query)), limit, lambda p: (p.created_at, p.id))
+    return [payout_view(p) for p in rows.items], rows.next_cursor
 
 
 def get_payout(session: Session, payout_id: str, *, fan_id: str | None) -> dict[str, Any]:
