@@ -11,6 +11,9 @@ from api.auth import current_principal
 from api.extensions import db
 from royalties import idempotency
 
+# Keys are taken by create-style endpoints: the first answer and every replay are 201.
+CREATED = 201
+
 
 def run_once(
     work: Callable[[idempotency.Claim], dict[str, Any]],
@@ -36,5 +39,5 @@ def run_once(
         raise
     if isinstance(outcome, idempotency.Replay):
         db.session.rollback()  # nothing to run: end the transaction the lookup opened
-        return outcome.body, outcome.status, {"Idempotent-Replayed": "true"}
-    return work(outcome), 201, {}
+        return outcome.body, CREATED, {"Idempotent-Replayed": "true"}
+    return work(outcome), CREATED, {}

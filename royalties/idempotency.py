@@ -9,7 +9,9 @@ effects commit (or vanish) together, in one commit:
   a record with the same request -> its response is replayed; with another request ->
   422; no record -> go on. On SQLite every write transaction holds the database's write
   lock (``BEGIN IMMEDIATE``), so a duplicate simply runs after the first and replays it.
-- ``complete()`` inserts the record, ``done`` with the response, just before the commit.
+- ``complete()`` inserts the record, ``done`` with the result, just before the commit.
+  The record is the result (the response body); how it is answered over HTTP (its
+  status) is the API's business.
   The unique ``(client, key)`` constraint backs the lock: a duplicate that slipped past
   it (it read just before the first committed) inserts nothing and answers 409, and its
   work is rolled back with the rest of its transaction.
@@ -46,7 +48,8 @@ _IN_FLIGHT = "a request with this Idempotency-Key is still being processed"
 
 @dataclass(frozen=True)
 class Replay:
-    status: int
+    """The key already has a result: the response recorded the first time."""
+
     body: dict[str, Any]
 
 
@@ -101,7 +104,7 @@ def claim(
                 "this Idempotency-Key was used with a different request; use a new key"
             )
         if row.state == "done":
-            return Replay(row.response_status, row.response_body)
+            return Replay(row.response_body)
         if row.created_at >= now - STALE_AFTER:
             raise IdempotencyInFlight(_IN_FLIGHT)
         # An abandoned claim of an older version's crashed process: this request takes over.
@@ -130,7 +133,6 @@ def _lookup(dialect: str) -> Select[Any]:
         record.c.scope,
         record.c.request_hash,
         record.c.state,
-        record.c.response_status,
         record.c.response_body,
         record.c.created_at,
     ).select_from(
@@ -141,10 +143,11 @@ def _lookup(dialect: str) -> Select[Any]:
     )
 
 
-def complete(session: Session, claim: Claim, status: int, body: dict[str, Any]) -> None:
-    """Record the response under the claimed key, in the work's transaction, last thing
-    before its commit (does not commit). Raises ``IdempotencyInFlight`` if a duplicate
-    committed first; the caller's transaction must then roll back."""
+def complete(session: Session, claim: Claim, body: dict[str, Any]) -> None:
+    """Record the work's result (the response body) under the claimed key, in the work's
+    transaction, last thing before its commit (does not commit). Raises
+    ``IdempotencyInFlight`` if a duplicate committed first; the caller's transaction
+    must then roll back."""
     conn = session.connection()
     stored = conn.execute(
         _record(conn.dialect.name),
@@ -154,7 +157,6 @@ def complete(session: Session, claim: Claim, status: int, body: dict[str, Any]) 
             "scope": claim.scope,
             "request_hash": claim.request_hash,
             "state": "done",
-            "response_status": status,
             "response_body": body,
             "created_at": claim.created_at,
         },

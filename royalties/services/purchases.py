@@ -205,7 +205,7 @@ def record_purchase(
         )
         body = receipt(purchase, split.rewards)
         if claim is not None:
-            idempotency.complete(session, claim, 201, body)
+            idempotency.complete(session, claim, body)
         return body
 
 

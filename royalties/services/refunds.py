@@ -111,5 +111,5 @@ def refund_purchase(
         ledger.post(session, kind="refund", ref=refund.id, currency=purchase.currency, lines=lines)
         body = refund_receipt(refund, purchase)
         if claim is not None:
-            idempotency.complete(session, claim, 201, body)
+            idempotency.complete(session, claim, body)
         return body

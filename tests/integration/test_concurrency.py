@@ -213,7 +213,7 @@ def test_a_duplicate_of_an_uncommitted_request_is_409_then_replays_it(engine, ap
         duplicate = app.test_client().post("/v1/purchases", json=body, headers=headers)
         assert duplicate.status_code == 409
         assert duplicate.get_json()["code"] == "idempotency_in_flight"
-        idempotency.complete(a, claim, 201, {"id": "pur_from_a"})
+        idempotency.complete(a, claim, {"id": "pur_from_a"})
         a.commit()
     replay = app.test_client().post("/v1/purchases", json=body, headers=headers)
     assert replay.status_code == 201 and replay.get_json() == {"id": "pur_from_a"}
@@ -231,10 +231,10 @@ def test_a_duplicate_that_slips_past_the_lock_stores_nothing(engine, session):
         )
         s.rollback()  # release the lock: as if B had read before A's commit
     a, b = session, Session(engine)
-    idempotency.complete(a, claims[0], 201, {"who": "a"})
+    idempotency.complete(a, claims[0], {"who": "a"})
     a.commit()
     with pytest.raises(IdempotencyInFlight):
-        idempotency.complete(b, claims[1], 201, {"who": "b"})
+        idempotency.complete(b, claims[1], {"who": "b"})
     b.rollback()
     b.close()
     rows = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "k")).all()

@@ -320,3 +320,29 @@ def test_0006_leaves_existing_signals_active_and_downgrades_without_touching_the
             assert conn.execute(text("SELECT id FROM fraud_signals")).scalars().all() == [7]
         upgrade(url)
         engine.dispose()
+
+
+def test_0007_keeps_recorded_results_and_a_downgrade_gives_them_their_201_back(tmp_path, db_url):
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0006")
+        engine = create_engine(url)
+        insert = text(
+            "INSERT INTO idempotency_records (client_id, key, scope, request_hash, state, "
+            "response_status, response_body, created_at) VALUES ('c', 'k', 'POST /v1/x', "
+            "'h', 'done', 201, '{\"id\": \"pur_1\"}', CURRENT_TIMESTAMP)"
+        )
+        with engine.begin() as conn:
+            conn.execute(insert)
+        upgrade(url)
+        columns = {c["name"] for c in inspect(engine).get_columns("idempotency_records")}
+        assert "response_status" not in columns
+        with engine.connect() as conn:
+            body = conn.execute(text("SELECT response_body FROM idempotency_records")).scalar()
+        assert "pur_1" in str(body)
+        command.downgrade(alembic_config(url), "0006")
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT response_status FROM idempotency_records")).all() == [
+                (201,)
+            ]
+        upgrade(url)
+        engine.dispose()
