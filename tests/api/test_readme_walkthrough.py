@@ -1,0 +1,106 @@
+"""The README's curl walk-through runs as written: the ``sh`` block under "A walk through
+the API with curl", pasted into bash (with ``set -euo pipefail``, so any failing step
+fails the test) against a real ``royalties serve`` on this database. Only the port is
+changed, to a free one."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[2]
+README = REPO / "README.md"
+
+
+def walkthrough() -> str:
+    text = README.read_text()
+    section = text[text.index("## A walk through the API with curl") :]
+    match = re.search(r"```sh\n(.*?)```", section, re.S)
+    assert match is not None, "the walk-through's sh block"
+    return match.group(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def serving(db_url: str) -> Iterator[tuple[int, dict[str, str]]]:
+    port = free_port()
+    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"royalties serve did not start: {server.communicate()[1]}")
+                time.sleep(0.1)
+        yield port, env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+def run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        ["bash", "-c", "set -euo pipefail\n" + script],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+
+
+@pytest.mark.skipif(not (REPO / ".venv/bin/royalties").exists(), reason="needs .venv")
+def test_the_readme_walkthrough_runs_as_written_against_a_live_server(db_url):
+    script = walkthrough()
+    assert "..." not in script, "no placeholder to fill in by hand"
+    with serving(db_url) as (port, env):
+        done = run_script(script.replace("localhost:8000", f"localhost:{port}"), env)
+    assert done.returncode == 0, (done.stdout, done.stderr)
+    out = done.stdout
+    assert re.search(r"(?im)^location: https://shop\.example/song\?ref=\w+", out), out
+    sale = json.loads(next(line for line in out.splitlines() if '"artist_share"' in line))
+    assert [(r["level"], r["amount"]) for r in sale["rewards"]] == [(1, 99)]  # 5% of 1999
+    balance = json.loads(next(line for line in out.splitlines() if '"balances"' in line))
+    # 99 pending (hold of 30 days); the refund of 1000 took floor(99 * 1000 / 1999) = 49
+    assert balance["balances"] == [{"currency": "USD", "pending": 50, "available": 0, "paid": 0}]
+
+
+def test_the_walkthrough_s_get_stops_on_an_error_answer_instead_of_reading_it():
+    """The old walk-through read a failed call's problem ``code`` as a share code."""
+    [define] = [line for line in walkthrough().splitlines() if line.startswith("get() {")]
+    problem = '{"type": "about:blank", "status": 404, "code": "not_found", "detail": "no"}'
+    failed = run_script(f"{define}\nCODE=$(echo '{problem}' | get code)\necho \"got $CODE\"", {})
+    assert failed.returncode != 0 and "got" not in failed.stdout
+    assert "not_found" in failed.stderr
+    fine = run_script(f'{define}\necho \'{{"code": "abc"}}\' | get code', {})
+    assert (fine.returncode, fine.stdout.strip()) == (0, "abc")
