@@ -43,12 +43,25 @@ class Split:
         return sum(r.amount for r in self.rewards)
 
 
+# How a sale was attributed, as its receipt says: through a share link, through the
+# buyer's sponsor, or to nobody (a direct sale).
+LINK, SPONSOR, DIRECT = "link", "sponsor", "direct"
+
+
 def level_one(link_owner: str | None, buyer_id: str, buyer_sponsor: str | None) -> str | None:
     """Who is level 1 of a sale (SPEC section 3): the owner of the share link used,
     unless that is the buyer, else the buyer's sponsor; None for a direct sale."""
     if link_owner is not None and link_owner != buyer_id:
         return link_owner
     return buyer_sponsor
+
+
+def how_attributed(level1: str | None, link_owner: str | None) -> str:
+    """``link`` when level 1 is the owner of the share link used, ``sponsor`` when it is
+    the buyer's sponsor, ``direct`` when nobody brought the buyer."""
+    if level1 is None:
+        return DIRECT
+    return LINK if level1 == link_owner else SPONSOR
 
 
 def influence_chain(level1: str | None, upline_of_level1: Sequence[str], levels: int) -> list[str]:

@@ -56,6 +56,22 @@ class PurchaseOut(ma.Schema):
     plan_version = ma.fields.Integer(required=True)
     share_code = ma.fields.String(allow_none=True)
     refunded_amount = ma.fields.Integer(required=True)
+    attribution = ma.fields.String(
+        required=True,
+        validate=ma.validate.OneOf(("link", "sponsor", "direct")),
+        metadata={
+            "description": "who level 1 is: the share link's owner, the buyer's sponsor, "
+            "or nobody (a direct sale)"
+        },
+    )
+    warnings = ma.fields.List(
+        ma.fields.String(),
+        required=True,
+        metadata={
+            "description": "e.g. a share_code that attributed nothing (unknown, "
+            "disabled, or another artist's)"
+        },
+    )
     rewards = ma.fields.List(ma.fields.Nested(RewardLine), required=True)
     created_at = ma.fields.String(required=True, metadata={"format": "date-time"})
 

@@ -34,7 +34,13 @@ from sqlalchemy import (
 from sqlalchemy.orm import Session, aliased
 
 from royalties import graph, idempotency, ledger, plans, rewards
-from royalties.attribution import RewardLine, influence_chain, level_one, split_sale
+from royalties.attribution import (
+    RewardLine,
+    how_attributed,
+    influence_chain,
+    level_one,
+    split_sale,
+)
 from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.fraud import at_purchase
@@ -81,14 +87,32 @@ _RECEIPT_FIELDS = (
 )
 
 
-def receipt(purchase: Mapping[Any, Any], rewards: Sequence[RewardLine]) -> dict[str, Any]:
+def receipt(
+    purchase: Mapping[Any, Any],
+    rewards: Sequence[RewardLine],
+    *,
+    attribution: str,
+    warnings: Sequence[str] = (),
+) -> dict[str, Any]:
     """The purchase (a purchases row) as the API returns it, and as an idempotent replay
-    returns it again."""
+    returns it again: with how it was attributed, and what the storefront should know
+    (a share code that attributed nothing)."""
     return {
         **{name: purchase[name] for name in _RECEIPT_FIELDS},
+        "attribution": attribution,
+        "warnings": list(warnings),
         "rewards": [{"level": r.level, "fan_id": r.fan_id, "amount": r.amount} for r in rewards],
         "created_at": purchase["created_at"].isoformat(),
     }
+
+
+def _unused_code(share_code: str | None, link_owner: str | None) -> list[str]:
+    if share_code is None or link_owner is not None:
+        return []
+    return [
+        f"share_code {share_code!r} is not an active link to this artist's content: "
+        "the sale is attributed as if no link was used"
+    ]
 
 
 def record_purchase(
@@ -203,7 +227,12 @@ def record_purchase(
                 ),
             ],
         )
-        body = receipt(purchase, split.rewards)
+        body = receipt(
+            purchase,
+            split.rewards,
+            attribution=how_attributed(level1, sale.link_owner),
+            warnings=_unused_code(share_code, sale.link_owner),
+        )
         if claim is not None:
             idempotency.complete(session, claim, body)
         return body
@@ -369,4 +398,14 @@ def get_purchase(
         .where(Reward.purchase_id == purchase_id)
         .order_by(Reward.level)
     )
-    return receipt(purchase._mapping, [RewardLine(*row) for row in rewards])
+    link_owner = None
+    if purchase.share_code is not None:
+        link_owner = conn.execute(
+            select(ShareLink.fan_id).where(ShareLink.code == purchase.share_code)
+        ).scalar()
+    level1 = purchase.chain[0] if purchase.chain else None
+    return receipt(
+        purchase._mapping,
+        [RewardLine(*row) for row in rewards],
+        attribution=how_attributed(level1, link_owner),
+    )

@@ -137,3 +137,38 @@ def test_a_content_plan_overrides_the_artist_plan_for_its_sales(api, world):
     a, b = api.chain(2)
     sale = buy(api, shop, item, {"email": "p@example.com"}, share_code=share(api, b, item["id"]))
     assert levels(sale) == [(2, a.id)] and sale["rewards"][0]["amount"] == 199
+
+
+def test_the_receipt_says_how_a_sale_was_attributed_and_flags_a_code_that_did_nothing(api, world):
+    _, shop, item = world
+    sponsor, sharer = api.fan(), api.fan()
+    buyer = api.fan(ref=sponsor.id)
+    through_link = buy(
+        api, shop, item, {"email": "l@x.io"}, share_code=share(api, sharer, item["id"])
+    )
+    assert (through_link["attribution"], through_link["warnings"]) == ("link", [])
+    through_sponsor = buy(api, shop, item, {"fan_id": buyer.id})
+    assert (through_sponsor["attribution"], through_sponsor["warnings"]) == ("sponsor", [])
+    unknown = buy(api, shop, item, {"email": "u@x.io"}, share_code="nosuchcode")
+    assert unknown["attribution"] == "direct" and unknown["rewards"] == []
+    [warning] = unknown["warnings"]
+    assert "'nosuchcode'" in warning and "not an active link" in warning
+    # the same facts read back later (the warning belongs to the answer, not the sale)
+    again = api.ok("GET", f"/v1/purchases/{through_link['id']}", shop)
+    assert again["attribution"] == "link"
+    assert api.ok("GET", f"/v1/purchases/{through_sponsor['id']}", shop)["attribution"] == (
+        "sponsor"
+    )
+    assert api.ok("GET", f"/v1/purchases/{unknown['id']}", shop)["attribution"] == "direct"
+
+
+def test_a_code_of_another_artist_s_content_is_flagged_and_the_sponsor_credited(api, world):
+    _, shop, item = world
+    other_item = api.content(api.artist("Cy"))
+    sponsor, stranger = api.fan(), api.fan()
+    buyer = api.fan(ref=sponsor.id)
+    sale = buy(
+        api, shop, item, {"fan_id": buyer.id}, share_code=share(api, stranger, other_item["id"])
+    )
+    assert sale["attribution"] == "sponsor" and levels(sale) == [(1, sponsor.id)]
+    assert len(sale["warnings"]) == 1
