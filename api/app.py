@@ -74,6 +74,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     # On the app, not the Api: the dashboard's pages stay out of /openapi.json.
     app.register_blueprint(web.bp)
+    app.register_blueprint(web.public)
 
     @app.get("/docs")
     def docs() -> str:

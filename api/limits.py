@@ -56,6 +56,8 @@ BY_ADDRESS: dict[tuple[str, str], str] = {
     ("POST", "/v1/share-links"): "RATELIMIT_LINKS",
     ("GET", "/l/<code>"): CLICKS,
     ("POST", "/dashboard/login"): LOGIN,  # guessing keys through the sign-in form
+    ("POST", "/join/<artist_id>"): "RATELIMIT_SIGNUP",  # the join page signs fans up too
+    ("POST", "/dashboard/fans/<fan_id>/links"): "RATELIMIT_LINKS",
 }
 # (method, URL rule) -> its own per-key budget: storefronts report every sale and refund,
 # far more often than any person calls the API, so they must not share a person's budget.
@@ -210,6 +212,8 @@ def _too_many_requests(error: RateLimitExceeded) -> Response:
     retry_after = _retry_after()
     headers = {"Retry-After": str(retry_after)}
     page = PAGES.get(request_budget() or "")
+    if page is None and not request.path.startswith("/v1/"):
+        page = "Too many requests came from your address."  # a page a browser asked for
     if page is not None:
         body = _PAGE.format(what=page, seconds=retry_after)
         response = Response(body, status=429, mimetype="text/html")

@@ -23,6 +23,38 @@ MAX_TOTAL_BPS = 5000
 MAX_HOLD_DAYS = 365
 
 
+_WHO = (
+    "you bring in with your link",
+    "a fan you brought in brings in",
+    "a fan two steps below you brings in",
+    "a fan three steps below you brings in",
+    "a fan four steps below you brings in",
+)
+
+
+def percent(bps: int) -> str:
+    """Basis points as a percentage in words: 500 -> "5%", 250 -> "2.5%", 25 -> "0.25%"."""
+    whole, part = divmod(bps, 100)
+    return f"{whole}.{part:02d}".rstrip("0").rstrip(".") + "%"
+
+
+def in_words(level_rates_bps: Sequence[int], hold_days: int) -> list[str]:
+    """A plan as a fan reads it: one sentence per level that pays, then the hold."""
+    lines = [
+        f"{percent(rate)} of every sale {who}"
+        for rate, who in zip(level_rates_bps, _WHO, strict=False)
+        if rate > 0
+    ]
+    if hold_days:
+        lines.append(
+            f"Rewards become available {hold_days} day{'s' if hold_days != 1 else ''} "
+            "after the sale (the refund window), then they are paid out."
+        )
+    else:
+        lines.append("Rewards are available at once and paid out in the next payout run.")
+    return lines
+
+
 def validate_plan(level_rates_bps: Sequence[object], hold_days: object) -> tuple[list[int], int]:
     """Return the plan as plain ints, or raise PlanError naming the offending field."""
     rates = list(level_rates_bps)

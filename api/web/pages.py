@@ -12,17 +12,20 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
+from royalties import rewards
 from royalties.ledger import FanBalance
 from royalties.models import Artist, Fan, RewardPlan
 from royalties.payouts import list_payouts
+from royalties.payouts.payable import Minimums, outlook
 from royalties.services import earnings
-from royalties.services.balances import fan_balances
-from royalties.services.catalog import content_sales, get_artist, plan_history
+from royalties.services.balances import fan_balances, fan_rewards
+from royalties.services.catalog import catalogue, content_sales, get_artist, plan_history
 from royalties.services.fans import get_fan, profile
-from royalties.services.links import link_stats
+from royalties.services.links import artists_shared_by, link_stats
 
 PLAN_HISTORY = 5
 PAYOUTS_SHOWN = 20
+COMING_SHOWN = 50
 
 
 @dataclass
@@ -56,18 +59,49 @@ class FanPage:
     by_content: list[dict[str, Any]]
     balances: list[FanBalance]
     payouts: list[dict[str, Any]]
+    shareable: list[dict[str, Any]] = field(default_factory=list)
+    coming: list[dict[str, Any]] = field(default_factory=list)
+    outlook: dict[str, str | None] = field(default_factory=dict)
+    minimums: Minimums = field(default_factory=lambda: Minimums(1000))
 
 
-def fan_page(session: Session, fan_id: str, *, public_base_url: str) -> FanPage:
+def fan_page(
+    session: Session,
+    fan_id: str,
+    *,
+    public_base_url: str,
+    minimums: Minimums,
+    artist_id: str | None = None,
+) -> FanPage:
+    """``artist_id``: an artist whose catalogue to offer besides those the fan already
+    shares (the one whose join page the fan came from)."""
     balances = fan_balances(session, fan_id)  # commits: matures due holds first
     prof = profile(session, fan_id)
+    artists = artists_shared_by(session, fan_id)
+    if artist_id and artist_id not in artists and session.get(Artist, artist_id) is not None:
+        artists.append(artist_id)
+    links = link_stats(session, fan_id, public_base_url)
+    linked = {row["link"].content_id for row in links if row["link"].active}
+    shareable = [
+        {"item": item, "linked": item.id in linked} for item in catalogue(session, artists)
+    ]
+    coming = [
+        r
+        for r in fan_rewards(session, fan_id, limit=COMING_SHOWN).items
+        if r["state"] in (rewards.PENDING, rewards.HELD)
+    ]
+    available = {b.currency: b.available for b in balances}
     return FanPage(
         fan=prof.fan,
         sponsor=get_fan(session, prof.fan.sponsor_id) if prof.fan.sponsor_id else None,
         downline=prof.downline,
-        links=link_stats(session, fan_id, public_base_url),
+        links=links,
         by_level=earnings.by_level(session, fan_id),
         by_content=earnings.by_content(session, fan_id),
         balances=balances,
         payouts=list_payouts(session, fan_id=fan_id, limit=PAYOUTS_SHOWN, cursor=None)[0],
+        shareable=shareable,
+        coming=coming,
+        outlook=outlook(session, prof.fan, available, minimums),
+        minimums=minimums,
     )

@@ -27,12 +27,14 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
+from api.config import minimums
 from api.errors import status_for
 from api.extensions import db
 from api.web import charts, formatting, forms, signin
 from api.web.pages import artist_page, fan_page
 from royalties import plans
 from royalties.errors import PlanError, RoyaltiesError
+from royalties.ids import looks_like_id
 from royalties.keys import authenticate
 from royalties.models import Artist, Fan
 from royalties.models.graph import MAX_DEPTH
@@ -42,6 +44,16 @@ from royalties.services.fans import get_fan
 log = logging.getLogger("royalties.web")
 
 bp = Blueprint("web", __name__, url_prefix="/dashboard")
+
+# Why the next payout run would not pay the fan, in the fan's words.
+FAN_REASONS = {
+    "negative_balance": "a refund after your last payout left a debt; new rewards pay it off first",
+    "held_for_review": "some of your rewards are held for review",
+    "under_minimum": "your available balance is under the minimum of {minimum}",
+    "no_account": "set up payouts (below) to be paid",
+    "payouts_off": "Stripe has not turned payouts on for your account yet",
+    "capability_inactive": "Stripe has not turned transfers on for your account yet",
+}
 
 RANKINGS = {
     "attributed_revenue": "Attributed revenue",
@@ -232,9 +244,20 @@ def _render_artist(
 @signin.signed_in
 def fan(fan_id: str) -> Any:
     signin.check_may_view("fan", fan_id)
-    page = fan_page(db.session, fan_id, public_base_url=current_app.config["PUBLIC_BASE_URL"])
+    artist = request.args.get("artist", "")
+    page = fan_page(
+        db.session,
+        fan_id,
+        public_base_url=current_app.config["PUBLIC_BASE_URL"],
+        minimums=minimums(current_app.config),
+        artist_id=artist if looks_like_id(artist) else None,
+    )
     return render_template(
-        "web/fan.html", page=page, platform_country=current_app.config["PLATFORM_COUNTRY"]
+        "web/fan.html",
+        page=page,
+        artist=(page.shareable and artist) or None,
+        platform_country=current_app.config["PLATFORM_COUNTRY"],
+        reasons=FAN_REASONS,
     )
 
 

@@ -120,6 +120,32 @@ def survey(session: Session, minimums: Minimums) -> Survey:
     return Survey(candidates, not_paid)
 
 
+def outlook(
+    session: Session, fan: Fan, available: dict[str, int], minimums: Minimums
+) -> dict[str, str | None]:
+    """Per currency the fan has money or held rewards in: the reason the next run would
+    not pay it (a key of ``NOT_PAID_REASONS``), or None when it would. The same rule as
+    the survey, for one fan (the fan page says it)."""
+    held = set(
+        session.scalars(
+            select(Reward.currency).where(Reward.fan_id == fan.id, rewards.is_held()).distinct()
+        )
+    )
+    out: dict[str, str | None] = {}
+    for currency in sorted(set(available) | held):
+        reason = _not_paid_reason(
+            available.get(currency, 0),
+            minimums.of(currency),
+            held=currency in held,
+            destination=fan.stripe_account_id,
+            enabled=fan.payouts_enabled,
+            transfers=fan.transfers_active,
+        )
+        if reason != "nothing":
+            out[currency] = reason
+    return out
+
+
 def _not_paid_reason(
     available: int,
     minimum: int,

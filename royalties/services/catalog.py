@@ -143,3 +143,16 @@ def plan_history(session: Session, artist_id: str, *, limit: int) -> list[Reward
             .limit(limit)
         )
     )
+
+
+def catalogue(session: Session, artist_ids: Sequence[str]) -> list[Content]:
+    """The content of these artists, newest first."""
+    if not artist_ids:
+        return []
+    return list(
+        session.scalars(
+            select(Content)
+            .where(Content.artist_id.in_(list(artist_ids)))
+            .order_by(Content.created_at.desc(), Content.id)
+        )
+    )

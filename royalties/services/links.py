@@ -166,6 +166,13 @@ def resolve_click(session: Session, *, code: str, ip_hash: str, user_agent: str)
     return add_ref(target, code)
 
 
+def artists_shared_by(session: Session, fan_id: str) -> list[str]:
+    """The artists whose content the fan has share links for."""
+    return list(
+        session.scalars(select(ShareLink.artist_id).where(ShareLink.fan_id == fan_id).distinct())
+    )
+
+
 def link_stats(session: Session, fan_id: str, public_base_url: str) -> list[dict[str, Any]]:
     """The fan's share links, newest first, each with its content, URL, clicks and sales."""
     clicks = (

@@ -63,3 +63,28 @@ def test_id_and_code_shapes_refuse_a_trailing_newline():
     fan_id = new_id("fan")
     assert looks_like_id(fan_id) and not looks_like_id(fan_id + "\n")
     assert looks_like_code("abcdefghjk") and not looks_like_code("abcdefghjk\n")
+
+
+def test_a_plan_reads_in_words_level_by_level_then_the_hold():
+    from royalties.plans import in_words, percent
+
+    assert [percent(b) for b in (500, 250, 25, 5, 0, 5000)] == [
+        "5%",
+        "2.5%",
+        "0.25%",
+        "0.05%",
+        "0%",
+        "50%",
+    ]
+    assert in_words([500, 200, 0, 50], 30) == [
+        "5% of every sale you bring in with your link",
+        "2% of every sale a fan you brought in brings in",
+        "0.5% of every sale a fan three steps below you brings in",
+        "Rewards become available 30 days after the sale (the refund window), then they "
+        "are paid out.",
+    ]
+    assert in_words([100], 1)[-1].startswith("Rewards become available 1 day after")
+    assert (
+        in_words([100], 0)[-1]
+        == "Rewards are available at once and paid out in the next payout run."
+    )
