@@ -55,7 +55,11 @@ def join(artist_id: str) -> Any:
     values = {name: request.form.get(name, "").strip() for name in ("handle", "email")}
     try:
         body = _FORM.load(
-            {"handle": values["handle"], "email": values["email"] or None, "ref": page["ref"] or None}
+            {
+                "handle": values["handle"],
+                "email": values["email"] or None,
+                "ref": page["ref"] or None,
+            }
         )
         if not body["email"]:
             raise ma.ValidationError({"email": ["give the address you sign in with"]})

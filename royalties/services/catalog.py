@@ -61,6 +61,36 @@ def create_content(
 
 
 @transactional
+def update_content(
+    session: Session,
+    *,
+    content_id: str,
+    acting_artist_id: str | None,
+    title: str,
+    kind: str,
+    price: int,
+    currency: str,
+    storefront_url: str,
+) -> Content:
+    """Change an item's details (``acting_artist_id`` None: an admin acts). Sales already
+    recorded keep their amounts and currency; a new currency applies to later sales."""
+    content = get_content(session, content_id)
+    if acting_artist_id is not None and content.artist_id != acting_artist_id:
+        raise Forbidden("only the artist who owns this content may change it")
+    if kind not in CONTENT_KINDS:
+        raise ValidationFailed(
+            f"kind is one of {', '.join(CONTENT_KINDS)}", fields={"kind": ["unknown kind"]}
+        )
+    content.title = title
+    content.kind = kind
+    content.price = check_amount(price, allow_zero=True)
+    content.currency = normalize_currency(currency)
+    content.storefront_url = storefront_url
+    session.flush()
+    return content
+
+
+@transactional
 def set_artist_plan(
     session: Session, *, artist_id: str, level_rates_bps: Sequence[object], hold_days: object
 ) -> RewardPlan:

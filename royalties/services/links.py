@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from royalties.db import utcnow
 from royalties.errors import Conflict, Forbidden, NotFound
 from royalties.ids import random_token
-from royalties.models import Click, Content, Purchase, ShareLink
+from royalties.models import Click, Content, Fan, Purchase, ShareLink
 from royalties.services._tx import transactional
 
 CODE_LENGTH = 10
@@ -164,6 +164,17 @@ def resolve_click(session: Session, *, code: str, ip_hash: str, user_agent: str)
     agent = user_agent.replace("\x00", "")[:MAX_USER_AGENT]
     session.execute(insert(Click).values(code=code, at=utcnow(), ip_hash=ip_hash, user_agent=agent))
     return add_ref(target, code)
+
+
+def links_to(session: Session, content_id: str) -> list[tuple[ShareLink, str]]:
+    """Every share link of one content item, newest first, with its fan's handle."""
+    rows = session.execute(
+        select(ShareLink, Fan.handle)
+        .join(Fan, Fan.id == ShareLink.fan_id)
+        .where(ShareLink.content_id == content_id)
+        .order_by(ShareLink.created_at.desc(), ShareLink.code)
+    )
+    return [(link, handle) for link, handle in rows]
 
 
 def artists_shared_by(session: Session, fan_id: str) -> list[str]:
