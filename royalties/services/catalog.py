@@ -42,19 +42,8 @@ def create_content(
     storefront_url: str,
 ) -> Content:
     get_artist(session, artist_id)
-    if kind not in CONTENT_KINDS:
-        raise ValidationFailed(
-            f"kind is one of {', '.join(CONTENT_KINDS)}", fields={"kind": ["unknown kind"]}
-        )
-    content = Content(
-        id=new_id("cnt"),
-        artist_id=artist_id,
-        title=title,
-        kind=kind,
-        price=check_amount(price, allow_zero=True),
-        currency=normalize_currency(currency),
-        storefront_url=storefront_url,
-    )
+    content = Content(id=new_id("cnt"), artist_id=artist_id)
+    _set_details(content, title, kind, price, currency, storefront_url)
     session.add(content)
     session.flush()
     return content
@@ -77,6 +66,15 @@ def update_content(
     content = get_content(session, content_id)
     if acting_artist_id is not None and content.artist_id != acting_artist_id:
         raise Forbidden("only the artist who owns this content may change it")
+    _set_details(content, title, kind, price, currency, storefront_url)
+    session.flush()
+    return content
+
+
+def _set_details(
+    content: Content, title: str, kind: str, price: int, currency: str, storefront_url: str
+) -> None:
+    """An item's details, checked: a known kind, a price of 0 or more, a currency code."""
     if kind not in CONTENT_KINDS:
         raise ValidationFailed(
             f"kind is one of {', '.join(CONTENT_KINDS)}", fields={"kind": ["unknown kind"]}
@@ -86,8 +84,6 @@ def update_content(
     content.price = check_amount(price, allow_zero=True)
     content.currency = normalize_currency(currency)
     content.storefront_url = storefront_url
-    session.flush()
-    return content
 
 
 @transactional
