@@ -99,9 +99,10 @@ def live_url(app: Flask, world: World) -> Iterator[str]:
 def shots(tmp_path: Path) -> Callable[[Any, str], Path]:
     target = os.environ.get("DASHBOARD_SCREENSHOTS")
 
-    def take(page: Any, name: str) -> Path:
+    def take(page: Any, name: str, *, full_page: bool = True) -> Path:
+        """``page`` may be a locator (then its element) with ``full_page=False``."""
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), **({"full_page": True} if full_page else {}))
         assert path.stat().st_size > 20_000, f"{name}: suspiciously small screenshot"
         if target:
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -297,3 +298,53 @@ def test_an_admin_home_the_login_error_and_an_error_page_look_right(
     assert response is not None and response.status == 404
     assert page.get_by_role("heading", name="Not found").is_visible()
     _no_csp_violations(page)
+
+
+def test_the_api_reference_reads_well_under_the_csp_and_with_javascript_off(
+    new_page, chromium, live_url, shots
+):
+    page = new_page()
+    response = page.goto(live_url + "/docs")
+    assert response is not None and response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    # docs.css is applied: the method badge is coloured, the operation a card
+    badge = page.locator("#post-v1-purchases .op-head .m")
+    assert badge.inner_text() == "POST"
+    assert (
+        page.evaluate(
+            "getComputedStyle(document.querySelector('#post-v1-purchases .m')).backgroundColor"
+        )
+        == "rgb(46, 125, 50)"
+    )
+    purchase = page.locator("#post-v1-purchases")
+    assert purchase.locator("td.name code", has_text="Idempotency-Key").is_visible()
+    assert purchase.locator(".description code", has_text="share_code").is_visible()
+    assert purchase.locator(".description li").count() == 3
+    # the table of contents jumps to an operation
+    page.locator(".toc a[href='#post-v1-webhooks-stripe']").click()
+    assert page.url.endswith("#post-v1-webhooks-stripe")
+    assert page.locator("#post-v1-webhooks-stripe").get_by_text("Stripe-Signature").is_visible()
+    shots(purchase, "docs-purchase", full_page=False)  # an element: just that operation
+    page.goto(live_url + "/docs")
+    shots(page, "docs", full_page=False)
+    _no_csp_violations(page)
+    # no request left for another origin
+    assert page.evaluate(
+        "performance.getEntriesByType('resource').every(e => e.name.startsWith(location.origin))"
+    )
+
+    # with JavaScript off the page is the same: rendered on the server
+    context = chromium.new_context(
+        java_script_enabled=False, viewport={"width": 390, "height": 844}
+    )
+    try:
+        narrow = context.new_page()
+        narrow.goto(live_url + "/docs#post-v1-purchases")
+        op = narrow.locator("#post-v1-purchases")
+        assert op.locator("td.name code", has_text="Idempotency-Key").is_visible()
+        assert op.locator("#post-v1-purchases-201 code", has_text="artist_share").is_visible()
+        width = narrow.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390 + 1, f"the page scrolls sideways at 390 px: {width}"
+        shots(narrow, "docs-390-no-js", full_page=False)
+    finally:
+        context.close()
