@@ -70,6 +70,23 @@ def test_the_top_fans_table_ranks_by_the_chosen_measure(seller_visitor, world):
     assert seller_visitor.get(base, query_string={"rank": "nonsense"}).status_code == 200
 
 
+def _section(html: str, start: str, end: str) -> str:
+    found = html[html.index(start) :]
+    return found[: found.index(end)]
+
+
+def test_the_largest_cascades_list_each_chain_of_fans_once_with_its_sales(seller_visitor, world):
+    html = seller_visitor.get(f"/dashboard/artists/{world.artist.id}").get_data(as_text=True)
+    listed = _section(html, "Largest cascades", "</ul>")
+    items = re.findall(r"<li>(.*?)</li>", listed, re.S)
+    chains = [tuple(re.findall(r'<span class="handle">([^<]+)</span>', item)) for item in items]
+    assert len(chains) == len(set(chains)) == 5
+    # three buyers came through fay's link: one cascade of five levels, three sales
+    fay = next(item for item, chain in zip(items, chains, strict=True) if chain[0] == "fay")
+    assert chains.count(("fay", "eve", "dee", "cyd", "bob")) == 1 and "3 sales" in fay
+    assert "5 levels:" in items[0]
+
+
 @pytest.mark.parametrize(
     ("form", "message"),
     [
