@@ -23,7 +23,7 @@ GRID = "#e5e7eb"
 EDGE = "#cbd5e1"
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
-LEVEL_COLOURS = ("#334155", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#cc79a7")
+DEPTH_COLOURS = ("#334155", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#cc79a7")
 DEEPER = "#94a3b8"
 BROKER_RING = "#111827"
 
@@ -32,8 +32,8 @@ Formatter = Callable[[int], str]
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 64, 16, 14, 30
 
 
-def level_colour(level: int) -> str:
-    return LEVEL_COLOURS[level] if 0 <= level < len(LEVEL_COLOURS) else DEEPER
+def depth_colour(depth: int) -> str:
+    return DEPTH_COLOURS[depth] if 0 <= depth < len(DEPTH_COLOURS) else DEEPER
 
 
 def nice_axis(value: int, *, max_ticks: int = 5) -> tuple[int, int]:
@@ -224,15 +224,16 @@ def daily_charts(
             chart_id="chart-rewards",
             title=f"Rewards to fans per day ({unit})",
             fmt=fmt,
-            colour=LEVEL_COLOURS[2],
+            colour=DEPTH_COLOURS[2],
             width=520,
         ),
     }
 
 
 def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> Markup:
-    """The referral forest: edges sponsor -> fan, nodes coloured by level, brokers ringed
-    and labelled. Node positions come laid out in a 1000 x 600 box."""
+    """The referral forest: edges sponsor -> fan, nodes coloured by their depth in it
+    (the picture's ``level``: 0 for a fan without sponsor), brokers ringed and labelled.
+    Node positions come laid out in a 1000 x 600 box."""
     nodes: list[Mapping[str, Any]] = list(picture.get("nodes") or [])
     width, height = 1000, 600
     pad_x, pad_top, pad_bottom = 30, 50, 30  # room for node radii and broker labels
@@ -254,10 +255,10 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
     # Brokers last, so their rings sit on top.
     for node in sorted(nodes, key=lambda n: bool(n.get("broker"))):
         x, y = where[str(node["id"])]
-        level = int(node.get("level") or 0)
+        depth = int(node.get("level") or 0)
         broker = bool(node.get("broker"))
         handle = str(node.get("handle") or node["id"])
-        tip = f"{handle}, level {level}" + (", top broker" if broker else "")
+        tip = f"{handle}, depth {depth}" + (", top broker" if broker else "")
         ring = (
             f' stroke="{BROKER_RING}" stroke-width="4"'
             if broker
@@ -265,7 +266,7 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
         )
         body.append(
             f'<circle class="{"node broker" if broker else "node"}" cx="{_n(x)}" cy="{_n(y)}" '
-            f'r="{14 if broker else 9}" fill="{level_colour(level)}"{ring}>'
+            f'r="{14 if broker else 9}" fill="{depth_colour(depth)}"{ring}>'
             f"<title>{escape(tip)}</title></circle>"
         )
         if broker:
@@ -285,9 +286,9 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
     return _frame(chart_id, title, desc, viewbox, body)
 
 
-def swatch(level: int) -> Markup:
+def swatch(depth: int) -> Markup:
     """A small coloured dot for the graph's legend."""
     return Markup(  # noqa: S704 - a constant colour, nothing from outside
         '<svg class="swatch" viewBox="0 0 12 12" aria-hidden="true" focusable="false">'
-        f'<circle cx="6" cy="6" r="5" fill="{level_colour(level)}"/></svg>'
+        f'<circle cx="6" cy="6" r="5" fill="{depth_colour(depth)}"/></svg>'
     )

@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from api.web import charts
-from api.web.formatting import bps, money
+from api.web.formatting import bps, money, share
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -73,7 +73,7 @@ def test_empty_series_say_so_instead_of_drawing_nothing():
     assert "No sales yet" in "".join(svg.itertext())
 
 
-def test_the_graph_picture_colours_levels_rings_brokers_and_escapes_handles():
+def test_the_graph_picture_colours_depths_rings_brokers_and_escapes_handles():
     picture = {
         "nodes": [
             {"id": "f1", "handle": "<b>ann</b>", "level": 1, "x": 0, "y": 0, "broker": True},
@@ -89,7 +89,7 @@ def test_the_graph_picture_colours_levels_rings_brokers_and_escapes_handles():
     assert len(circles) == 3
     assert circles[-1].get("class") == "node broker"  # drawn last, on top
     fills = {c.find(f"{SVG}title").text.split(",")[0]: c.get("fill") for c in circles}
-    assert fills["bob"] == charts.level_colour(2) and fills["cyd"] == charts.DEEPER
+    assert fills["bob"] == charts.depth_colour(2) and fills["cyd"] == charts.DEEPER
     assert len(svg.findall(f".//{SVG}g[@class='edges']/{SVG}path")) == 2
     assert svg.get("viewBox") == "-30 -50 1060 680"
 
@@ -121,3 +121,21 @@ def test_money_is_written_from_integer_minor_units(amount, currency, text):
 )
 def test_basis_points_read_as_percentages(rate, text):
     assert bps(rate) == text
+
+
+@pytest.mark.parametrize(
+    ("score", "text"),
+    [
+        ("0.125000", "12.5%"),
+        ("0.000123", "<0.1%"),
+        ("0.000500", "0.1%"),
+        ("0.999999", "100.0%"),
+        ("1.000000", "100.0%"),
+        ("0.000000", "0%"),
+        ("0.012345", "1.2%"),
+        ("nonsense", "—"),
+        (None, "—"),
+    ],
+)
+def test_scores_read_as_percentages_with_one_decimal(score, text):
+    assert share(score) == text

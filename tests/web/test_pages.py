@@ -75,6 +75,47 @@ def _section(html: str, start: str, end: str) -> str:
     return found[: found.index(end)]
 
 
+def test_influence_and_broker_scores_read_as_percentages_never_raw_scores(seller_visitor, world):
+    base = f"/dashboard/artists/{world.artist.id}"
+    for rank in ("pagerank", "betweenness", "attributed_revenue"):
+        html = seller_visitor.get(base, query_string={"rank": rank}).get_data(as_text=True)
+        table = _section(html, 'id="top-fans"', "</table>")
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+        assert rows, rank
+        for row in rows:
+            cells = re.findall(r'<td class="num">(.*?)</td>', row, re.S)
+            influence, broker = cells[3], cells[4]
+            for text in (influence, broker):
+                assert re.fullmatch(r"(\d{1,3}\.\d%|<0\.1%|0%)", text.replace("&lt;", "<")), text
+        assert not re.search(r"0\.\d{6}", table), "a raw six-decimal score"
+        assert "Influence</a>" in table and "Broker score</a>" in table
+        assert 'id="scores-help"' in html and "add up to 100%" in html
+    # the fans' influence shares, over the whole graph, add up to at most 100%
+    html = seller_visitor.get(base, query_string={"rank": "pagerank"}).get_data(as_text=True)
+    table = _section(html, 'id="top-fans"', "</table>")
+    shares = [
+        float(cells[3].rstrip("%"))
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+        if (cells := re.findall(r'<td class="num">(.*?)</td>', row, re.S))
+        and not cells[3].startswith("&lt;")
+    ]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+
+
+def test_the_graph_legend_and_tooltips_say_depth_where_they_mean_depth(seller_visitor, world):
+    html = seller_visitor.get(f"/dashboard/artists/{world.artist.id}").get_data(as_text=True)
+    legend = _section(html, '<ul class="legend"', "</ul>")
+    assert "depth 0 (no sponsor)" in legend and "depth 1" in legend
+    assert "level" not in legend
+    graph = _section(html, 'id="referral-graph"', "</svg>")
+    tips = re.findall(r"<title>([^<]*)</title>", graph)  # the nodes' (the chart's has an id)
+    assert tips and all(", depth " in tip for tip in tips)
+    assert any(tip.startswith("ann, depth 0") for tip in tips)
+    meta = _section(html, 'id="graph-heading"', "</p>")
+    # ann <- bob <- cyd <- dee <- eve <- fay <- the buyers who came through fay's link
+    assert "deepest fan at depth 6" in meta
+
+
 def test_the_largest_cascades_list_each_chain_of_fans_once_with_its_sales(seller_visitor, world):
     html = seller_visitor.get(f"/dashboard/artists/{world.artist.id}").get_data(as_text=True)
     listed = _section(html, "Largest cascades", "</ul>")
