@@ -21,8 +21,10 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from royalties.db import utcnow
 from royalties.models import RewardPlan
-from tests.web.conftest import World
+from tests.helpers import buy, share
+from tests.web.conftest import World, _content
 
 CHROMIUM = "/usr/bin/chromium"
 CSP = (
@@ -348,3 +350,25 @@ def test_the_api_reference_reads_well_under_the_csp_and_with_javascript_off(
         shots(narrow, "docs-390-no-js", full_page=False)
     finally:
         context.close()
+
+
+def test_an_artist_with_one_day_of_sales_sees_readable_charts_in_a_browser(
+    new_page, live_url, world, api, shots
+):
+    track = _content(api, world.other_artist, "One Day Single", "track", 1500)
+    code = share(api, world.fans["ann"], track["id"])
+    for n in range(2):
+        buy(api, world.shop, track, {"email": f"oneday{n}@example.com"}, share_code=code)
+    page = new_page()
+    path = f"/dashboard/artists/{world.other_artist.id}"
+    _sign_in(page, live_url, world.other_artist.key, path)
+    stem = _box(page, "#chart-revenue path.line")
+    assert stem["height"] > 100, "the day's revenue stands up from the baseline"
+    bar = _box(page, "#chart-sales .bars rect")
+    assert 10 < bar["width"] < 60 and bar["height"] > 50
+    assert page.locator("#chart-sales text.value").text_content() == "2"
+    assert page.locator("#chart-revenue text.value").text_content() == "30.00"
+    today = utcnow().date().isoformat()
+    assert page.locator("#chart-sales text", has_text=today).count() == 1
+    shots(page, "artist-one-day")
+    _no_csp_violations(page)

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from royalties.db import utcnow
 from royalties.models import RewardPlan
-from tests.helpers import row_counts
+from tests.helpers import buy, row_counts, share
+from tests.web.conftest import _content
 
 
 def _plan_versions(session, artist_id: str) -> list[tuple[int, list[int], int]]:
@@ -126,6 +127,24 @@ def test_the_largest_cascades_list_each_chain_of_fans_once_with_its_sales(seller
     fay = next(item for item, chain in zip(items, chains, strict=True) if chain[0] == "fay")
     assert chains.count(("fay", "eve", "dee", "cyd", "bob")) == 1 and "3 sales" in fay
     assert "5 levels:" in items[0]
+
+
+def test_an_artist_with_sales_on_one_day_gets_readable_charts(visitor, api, world):
+    track = _content(api, world.other_artist, "One Day Single", "track", 1500)
+    code = share(api, world.fans["ann"], track["id"])
+    for n in range(2):
+        buy(api, world.shop, track, {"email": f"oneday{n}@example.com"}, share_code=code)
+    visitor.sign_in(world.other_artist.key)
+    html = visitor.get(f"/dashboard/artists/{world.other_artist.id}").get_data(as_text=True)
+    today = utcnow().date().isoformat()
+    revenue = _section(html, 'id="chart-revenue"', "</svg>")
+    assert f"1 point on {today}: 30.00." in revenue
+    assert re.search(r'class="line" d="M([\d.]+) [\d.]+ L\1 [\d.]+"', revenue)  # a stem
+    assert '<text class="value"' in revenue and ">30.00</text>" in revenue
+    assert f">{today}</text>" in revenue and ">0.00</text>" in revenue  # both axes labelled
+    sales = _section(html, 'id="chart-sales"', "</svg>")
+    (width,) = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)"', sales)
+    assert float(width) <= 48 and '<text class="value"' in sales and ">2</text>" in sales
 
 
 @pytest.mark.parametrize(
