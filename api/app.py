@@ -8,7 +8,7 @@ from flask import Flask, Response, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import config as config_module
-from api import errors, guards
+from api import errors, guards, reference
 from api.errors import ProblemApi
 from api.extensions import db
 from api.limits import limiter
@@ -78,8 +78,12 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.get("/docs")
     def docs() -> str:
-        """A human-readable page rendered from the OpenAPI document (no CDN needed)."""
-        return render_template("docs.html", spec=api.spec.to_dict())
+        """The API reference, rendered on the server from the OpenAPI document."""
+        if "royalties.reference" not in app.extensions:  # the document is fixed once built
+            app.extensions["royalties.reference"] = reference.build(api.spec.to_dict())
+        return render_template(
+            "docs.html", ref=app.extensions["royalties.reference"], locations=reference.LOCATIONS
+        )
 
     @app.get("/healthz")
     def healthz() -> Response:

@@ -55,6 +55,7 @@ def require(*roles: str) -> Callable[[F], F]:
         # Document the requirement (wraps() shares fn's _apidoc dict with the wrapper).
         apidoc = wrapper.__dict__.setdefault("_apidoc", {})
         apidoc.setdefault("manual_doc", {})["security"] = SECURITY
+        apidoc["manual_doc"]["x-roles"] = list(roles)  # shown on /docs next to the key
         apidoc["manual_doc"].setdefault("responses", {}).update(
             {
                 401: {"description": "No, unknown or revoked API key"},

@@ -349,15 +349,32 @@ def series_within(
 
 
 def largest_cascades(sales: Iterable[Sale], n: int = 10) -> list[dict[str, Any]]:
-    """The sales whose chain reached most levels (then the larger net, then the earlier)."""
-    deepest = heapq.nsmallest(
-        n,
-        (sale for sale in sales if sale.chain),
-        key=lambda s: (-len(s.chain), s.refunded_amount - s.amount, s.created_at, s.id),
-    )
+    """The deepest chains of fans, each chain once however many sales it carried.
+
+    A chain is ranked by its deepest reach, then by its largest sale's net, then by that
+    sale's age; ``purchase_id`` names that sale and ``sales`` counts every sale the
+    chain carried (several buyers through one link give one cascade, not several)."""
+
+    def rank(sale: Sale) -> tuple[int, int, datetime, str]:
+        return (-len(sale.chain), sale.refunded_amount - sale.amount, sale.created_at, sale.id)
+
+    best: dict[tuple[str, ...], Sale] = {}
+    carried: dict[tuple[str, ...], int] = {}
+    for sale in sales:
+        if not sale.chain:
+            continue
+        chain = tuple(sale.chain)
+        carried[chain] = carried.get(chain, 0) + 1
+        if chain not in best or rank(sale) < rank(best[chain]):
+            best[chain] = sale
     return [
-        {"purchase_id": sale.id, "levels": len(sale.chain), "fan_ids": list(sale.chain)}
-        for sale in deepest
+        {
+            "purchase_id": sale.id,
+            "levels": len(sale.chain),
+            "fan_ids": list(sale.chain),
+            "sales": carried[tuple(sale.chain)],
+        }
+        for sale in heapq.nsmallest(n, best.values(), key=rank)
     ]
 
 

@@ -24,6 +24,15 @@ _IDEMPOTENCY_DOC = {
     "responses": {
         400: {"description": "Idempotency-Key header missing or malformed"},
         409: {"description": "a request with this Idempotency-Key is still in flight"},
+        422: {"description": "invalid body, or this Idempotency-Key was used with another body"},
+        201: {
+            "headers": {
+                "Idempotent-Replayed": {
+                    "description": "`true` when this answer replays an earlier request's",
+                    "schema": {"type": "string", "enum": ["true"]},
+                }
+            }
+        },
     },
 }
 
@@ -36,7 +45,19 @@ class Purchases(MethodView):
     @blp.response(201, PurchaseOut)
     @blp.doc(**_IDEMPOTENCY_DOC)
     def post(self, body: dict[str, Any], **_headers: Any) -> Any:
-        """Record a sale (storefront): attribute it five levels deep and book every cent"""
+        """Record a sale (storefront): attribute it five levels deep and book every cent
+
+        `share_code` names the link the buyer came through: the link's fan is level 1,
+        that fan's sponsor level 2, and so on as deep as the artist's plan goes. The
+        answer lists each reward in `rewards`; `amount` is split, to the cent, into
+
+        - the rewards, at the rates of the plan in force (`plan_version`),
+        - the platform fee (`fee`),
+        - and the rest for the artist (`artist_share`).
+
+        Rewards stay pending for the plan's hold days, so a refund can take them back.
+        Retry with the same `Idempotency-Key` and body to get the first answer again.
+        """
         storefront_id = current_principal().owner_id
         assert storefront_id is not None
         return run_once(
@@ -76,7 +97,12 @@ class Refunds(MethodView):
     @blp.response(201, RefundOut)
     @blp.doc(**_IDEMPOTENCY_DOC)
     def post(self, body: dict[str, Any], purchase_id: str, **_headers: Any) -> Any:
-        """Refund part or all of a purchase (the storefront that recorded it)"""
+        """Refund part or all of a purchase (the storefront that recorded it)
+
+        `amount` (minor units) is taken back from the artist, the platform and each
+        rewarded fan in proportion; several partial refunds may add up to the price.
+        Retry with the same `Idempotency-Key` and body to get the first answer again.
+        """
         storefront_id = current_principal().owner_id
         assert storefront_id is not None
         if not looks_like_id(purchase_id):

@@ -85,8 +85,20 @@ class FanRow(ma.Schema):
     attributed_revenue = ma.fields.Integer(required=True)
     revenue_any_level = ma.fields.Integer(required=True)
     rewards = ma.fields.Integer(required=True)
-    pagerank = ma.fields.String(required=True, metadata={"example": "0.012345"})
-    betweenness = ma.fields.String(required=True, metadata={"example": "0.250000"})
+    pagerank = ma.fields.String(
+        required=True,
+        metadata={
+            "example": "0.012345",
+            "description": "share of the graph's influence; all fans' add up to 1",
+        },
+    )
+    betweenness = ma.fields.String(
+        required=True,
+        metadata={
+            "example": "0.250000",
+            "description": "share of the pairs of other fans whose link runs through this fan",
+        },
+    )
     downline = ma.fields.List(
         ma.fields.Integer(), required=True, metadata={"description": "fans 1..5 levels below"}
     )
@@ -95,9 +107,18 @@ class FanRow(ma.Schema):
 
 
 class Cascade(ma.Schema):
-    purchase_id = ma.fields.String(required=True)
-    levels = ma.fields.Integer(required=True)
-    fan_ids = ma.fields.List(ma.fields.String(), required=True)
+    """A chain of fans that carried sales, listed once however many sales it carried."""
+
+    purchase_id = ma.fields.String(
+        required=True, metadata={"description": "the chain's largest sale"}
+    )
+    levels = ma.fields.Integer(required=True, metadata={"description": "the chain's length"})
+    fan_ids = ma.fields.List(
+        ma.fields.String(), required=True, metadata={"description": "level 1 first"}
+    )
+    sales = ma.fields.Integer(
+        required=True, metadata={"description": "how many sales went through this chain"}
+    )
 
 
 class GraphSummary(ma.Schema):
@@ -142,7 +163,10 @@ class SeriesPoint(ma.Schema):
 class PictureNode(ma.Schema):
     id = ma.fields.String(required=True)
     handle = ma.fields.String(required=True)
-    level = ma.fields.Integer(required=True)
+    level = ma.fields.Integer(
+        required=True,
+        metadata={"description": "depth in the referral graph: 0 for a fan without sponsor"},
+    )
     x = ma.fields.Integer(required=True)
     y = ma.fields.Integer(required=True)
     broker = ma.fields.Boolean(required=True)

@@ -23,17 +23,19 @@ GRID = "#e5e7eb"
 EDGE = "#cbd5e1"
 
 # Okabe-Ito colours (distinguishable with the common colour-vision deficiencies).
-LEVEL_COLOURS = ("#334155", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#cc79a7")
+DEPTH_COLOURS = ("#334155", "#0072b2", "#009e73", "#e69f00", "#d55e00", "#cc79a7")
 DEEPER = "#94a3b8"
 BROKER_RING = "#111827"
 
 Formatter = Callable[[int], str]
 
 _MARGIN_LEFT, _MARGIN_RIGHT, _MARGIN_TOP, _MARGIN_BOTTOM = 64, 16, 14, 30
+_SINGLE_WIDTH = 48  # the widest a bar (or a one-day column) gets
+_LABELLED_BARS = 7  # up to a week of bars, each bar has its value written on top
 
 
-def level_colour(level: int) -> str:
-    return LEVEL_COLOURS[level] if 0 <= level < len(LEVEL_COLOURS) else DEEPER
+def depth_colour(depth: int) -> str:
+    return DEPTH_COLOURS[depth] if 0 <= depth < len(DEPTH_COLOURS) else DEEPER
 
 
 def nice_axis(value: int, *, max_ticks: int = 5) -> tuple[int, int]:
@@ -104,6 +106,26 @@ def _x(i: int, n: int, plot_w: float) -> float:
     return _MARGIN_LEFT + plot_w * i / (n - 1)
 
 
+def _value_label(x: float, top: float, text: str) -> str:
+    """A value written just above a bar or a point."""
+    return (
+        f'<text class="value" x="{_n(x)}" y="{_n(max(top - 6, 11))}" text-anchor="middle" '
+        f'font-size="12" font-weight="600" fill="{INK}">{escape(text)}</text>'
+    )
+
+
+def _headroom(values: Sequence[int]) -> int:
+    """The highest value plus a fifth: room above it for its written value."""
+    high = max(values)
+    return high + -(-high // 5)
+
+
+def _desc(noun: str, labels: Sequence[str], values: Sequence[int], fmt: Formatter) -> str:
+    if len(values) == 1:
+        return f"1 {noun} on {labels[0]}: {fmt(values[0])}."
+    return f"{len(values)} {noun}s from {labels[0]} to {labels[-1]}; highest {fmt(max(values))}."
+
+
 def _empty(chart_id: str, title: str, width: int, height: int) -> Markup:
     return _frame(
         chart_id,
@@ -132,15 +154,20 @@ def line_chart(
     """A line with a soft area under it, one point per label (e.g. per day)."""
     if not values:
         return _empty(chart_id, title, width, height)
-    top, step = nice_axis(max(values))
+    top, step = nice_axis(_headroom(values) if len(values) == 1 else max(values))
     grid, plot_w, plot_h = _axes(labels, top, step, fmt, width, height)
     base = _MARGIN_TOP + plot_h
     points = [(_x(i, len(values), plot_w), base - plot_h * v / top) for i, v in enumerate(values)]
     line = " ".join(f"{'M' if i == 0 else 'L'}{_n(x)} {_n(y)}" for i, (x, y) in enumerate(points))
-    if len(points) == 1:  # a single day still gets a visible stroke
-        x, y = points[0]
-        line = f"M{_n(x - 6)} {_n(y)} L{_n(x + 6)} {_n(y)}"
     area = f"{line} L{_n(points[-1][0])} {_n(base)} L{_n(points[0][0])} {_n(base)} Z"
+    if len(points) == 1:
+        # One day has no line to draw: a stem from the baseline up to the day's value,
+        # over a soft column, with the value written above it.
+        x, y = points[0]
+        line = f"M{_n(x)} {_n(base)} L{_n(x)} {_n(y)}"
+        half = _SINGLE_WIDTH / 2
+        area = f"M{_n(x - half)} {_n(y)} L{_n(x + half)} {_n(y)} L{_n(x + half)} {_n(base)} "
+        area += f"L{_n(x - half)} {_n(base)} Z"
     body = [
         *grid,
         f'<path class="area" d="{area}" fill="{ACCENT_SOFT}" stroke="none"/>',
@@ -149,14 +176,19 @@ def line_chart(
         '<g class="points">',
     ]
     radius = 3 if len(points) <= 62 else 1.5
+    if len(points) == 1:
+        radius = 5
     for (x, y), label, value in zip(points, labels, values, strict=True):
         body.append(
             f'<circle cx="{_n(x)}" cy="{_n(y)}" r="{radius}" fill="#fff" stroke="{ACCENT}" '
             f'stroke-width="1.5"><title>{escape(label)}: {escape(fmt(value))}</title></circle>'
         )
     body.append("</g>")
-    desc = f"{len(values)} points from {labels[0]} to {labels[-1]}; highest {fmt(max(values))}."
-    return _frame(chart_id, title, desc, f"0 0 {width} {height}", body)
+    if len(points) == 1:
+        body.append(_value_label(points[0][0], points[0][1] - radius, fmt(values[0])))
+    return _frame(
+        chart_id, title, _desc("point", labels, values, fmt), f"0 0 {width} {height}", body
+    )
 
 
 def bar_chart(
@@ -173,11 +205,13 @@ def bar_chart(
     """One bar per label; zero values draw nothing but keep their slot."""
     if not values:
         return _empty(chart_id, title, width, height)
-    top, step = nice_axis(max(values))
+    labels_on_bars = len(values) <= _LABELLED_BARS
+    top, step = nice_axis(_headroom(values) if labels_on_bars else max(values))
     grid, plot_w, plot_h = _axes(labels, top, step, fmt, width, height)
     base = _MARGIN_TOP + plot_h
     slot = plot_w / len(values)
-    bar_w = max(1.0, slot * 0.7)
+    # Capped, so that one day or a few are bars, not a wall across the plot.
+    bar_w = min(max(1.0, slot * 0.7), _SINGLE_WIDTH)
     body = [*grid, '<g class="bars">']
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         if value <= 0:
@@ -190,9 +224,10 @@ def bar_chart(
             f'<rect x="{_n(x)}" y="{_n(base - h)}" width="{_n(bar_w)}" height="{_n(h)}" '
             f'rx="1.5" fill="{colour}"><title>{escape(label)}: {escape(fmt(value))}</title></rect>'
         )
+        if labels_on_bars:
+            body.append(_value_label(x + bar_w / 2, base - h, fmt(value)))
     body.append("</g>")
-    desc = f"{len(values)} bars from {labels[0]} to {labels[-1]}; highest {fmt(max(values))}."
-    return _frame(chart_id, title, desc, f"0 0 {width} {height}", body)
+    return _frame(chart_id, title, _desc("bar", labels, values, fmt), f"0 0 {width} {height}", body)
 
 
 def daily_charts(
@@ -224,15 +259,16 @@ def daily_charts(
             chart_id="chart-rewards",
             title=f"Rewards to fans per day ({unit})",
             fmt=fmt,
-            colour=LEVEL_COLOURS[2],
+            colour=DEPTH_COLOURS[2],
             width=520,
         ),
     }
 
 
 def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> Markup:
-    """The referral forest: edges sponsor -> fan, nodes coloured by level, brokers ringed
-    and labelled. Node positions come laid out in a 1000 x 600 box."""
+    """The referral forest: edges sponsor -> fan, nodes coloured by their depth in it
+    (the picture's ``level``: 0 for a fan without sponsor), brokers ringed and labelled.
+    Node positions come laid out in a 1000 x 600 box."""
     nodes: list[Mapping[str, Any]] = list(picture.get("nodes") or [])
     width, height = 1000, 600
     pad_x, pad_top, pad_bottom = 30, 50, 30  # room for node radii and broker labels
@@ -254,10 +290,10 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
     # Brokers last, so their rings sit on top.
     for node in sorted(nodes, key=lambda n: bool(n.get("broker"))):
         x, y = where[str(node["id"])]
-        level = int(node.get("level") or 0)
+        depth = int(node.get("level") or 0)
         broker = bool(node.get("broker"))
         handle = str(node.get("handle") or node["id"])
-        tip = f"{handle}, level {level}" + (", top broker" if broker else "")
+        tip = f"{handle}, depth {depth}" + (", top broker" if broker else "")
         ring = (
             f' stroke="{BROKER_RING}" stroke-width="4"'
             if broker
@@ -265,7 +301,7 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
         )
         body.append(
             f'<circle class="{"node broker" if broker else "node"}" cx="{_n(x)}" cy="{_n(y)}" '
-            f'r="{14 if broker else 9}" fill="{level_colour(level)}"{ring}>'
+            f'r="{14 if broker else 9}" fill="{depth_colour(depth)}"{ring}>'
             f"<title>{escape(tip)}</title></circle>"
         )
         if broker:
@@ -285,9 +321,9 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
     return _frame(chart_id, title, desc, viewbox, body)
 
 
-def swatch(level: int) -> Markup:
+def swatch(depth: int) -> Markup:
     """A small coloured dot for the graph's legend."""
     return Markup(  # noqa: S704 - a constant colour, nothing from outside
         '<svg class="swatch" viewBox="0 0 12 12" aria-hidden="true" focusable="false">'
-        f'<circle cx="6" cy="6" r="5" fill="{level_colour(level)}"/></svg>'
+        f'<circle cx="6" cy="6" r="5" fill="{depth_colour(depth)}"/></svg>'
     )

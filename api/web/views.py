@@ -59,8 +59,8 @@ RANKINGS = {
     "attributed_revenue": "Attributed revenue",
     "revenue_any_level": "Revenue at any level",
     "rewards": "Rewards earned",
-    "pagerank": "Influence (PageRank)",
-    "betweenness": "Broker score (betweenness)",
+    "pagerank": "Influence share",
+    "betweenness": "Broker score",
     "downline": "Downline size",
 }
 
@@ -78,6 +78,7 @@ def _helpers() -> dict[str, Any]:
         "csrf_token": signin.csrf_token,
         "money": formatting.money,
         "bps": formatting.bps,
+        "share": formatting.share,
         "when": formatting.when,
         "swatch": charts.swatch,
     }
@@ -206,7 +207,8 @@ def _render_artist(
     graph_svg = charts.referral_graph(
         picture, chart_id="referral-graph", title="Referral graph of this artist's fans"
     )
-    levels = sorted({int(n.get("level") or 0) for n in picture.get("nodes") or []})
+    # A node's "level" in the picture is its depth in the graph (0: no sponsor).
+    depths = sorted({int(n.get("level") or 0) for n in picture.get("nodes") or []})
     handles = {str(n["id"]): str(n.get("handle") or "") for n in picture.get("nodes") or []}
     for rows in (page.insights.get("top") or {}).values():
         handles.update({str(r["fan_id"]): str(r.get("handle") or "") for r in rows})
@@ -220,7 +222,7 @@ def _render_artist(
         currency=currency,
         charts=daily,
         graph=graph_svg,
-        levels=levels,
+        depths=depths,
         handles=handles,
         rank=rank,
         rankings=RANKINGS,

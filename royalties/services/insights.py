@@ -36,6 +36,8 @@ from royalties.services.fans import get_fan
 
 _BATCH = 2000  # ids per IN (...): well under SQLite's bound parameter limit
 _SOURCE = "_source"  # what the cached figures were computed from; never returned
+# Bumped when the figures' shape changes, so a cache of the old shape is recomputed.
+_SHAPE = 2
 
 
 def artist_insights(
@@ -60,7 +62,7 @@ def artist_insights(
         not force
         and cached is not None
         and cached.purchase_count == count
-        and cached.data.get(_SOURCE) == {"refunded": refunded, "top": top}
+        and cached.data.get(_SOURCE) == {"refunded": refunded, "top": top, "shape": _SHAPE}
         and now - cached.computed_at <= max_age
     ):
         data = _public(cached.data)
@@ -84,7 +86,8 @@ def artist_insights(
         "series": insights.daily_series(sales),
         "picture": found["picture"],
     }
-    _store(session, artist_id, now, count, {**data, _SOURCE: {"refunded": refunded, "top": top}})
+    source = {"refunded": refunded, "top": top, "shape": _SHAPE}
+    _store(session, artist_id, now, count, {**data, _SOURCE: source})
     return data
 
 

@@ -128,7 +128,7 @@ def test_the_largest_cascades_are_the_deepest_chains_then_the_larger_then_the_ea
         sale("p2", ["a", "b", "c"], 1000),
         sale("p3", ["d", "e", "f"], 3000),
         sale("p4", ["a", "b", "c", "g"], 10),
-        sale("p5", ["d", "e", "f"], 3000, at=T0 - timedelta(days=1)),
+        sale("p5", ["h", "i", "j"], 3000, at=T0 - timedelta(days=1)),
         sale("p6", [], 90000),
     ]
     found = insights.largest_cascades(sales, 4)
@@ -139,6 +139,23 @@ def test_the_largest_cascades_are_the_deepest_chains_then_the_larger_then_the_ea
         ("p2", 3),
     ]
     assert found[0]["fan_ids"] == ["a", "b", "c", "g"]
+
+
+def test_a_chain_that_carried_several_sales_is_one_cascade_named_by_its_largest_sale():
+    sales = [
+        sale("p1", ["a", "b", "c"], 1000),
+        sale("p2", ["a", "b", "c"], 3000),
+        sale("p3", ["a", "b", "c"], 3000, at=T0 + timedelta(days=1)),
+        sale("p4", ["d", "b", "c"], 500),
+        sale("p5", ["a", "b"], 9000),
+    ]
+    found = insights.largest_cascades(sales, 10)
+    assert [(c["purchase_id"], c["fan_ids"], c["sales"]) for c in found] == [
+        ("p2", ["a", "b", "c"], 3),
+        ("p4", ["d", "b", "c"], 1),
+        ("p5", ["a", "b"], 1),
+    ]
+    assert len({tuple(c["fan_ids"]) for c in found}) == len(found)
 
 
 # -- money --------------------------------------------------------------------------------

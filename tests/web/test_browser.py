@@ -21,8 +21,10 @@ from flask import Flask
 from sqlalchemy import select
 from werkzeug.serving import make_server
 
+from royalties.db import utcnow
 from royalties.models import RewardPlan
-from tests.web.conftest import World
+from tests.helpers import buy, share
+from tests.web.conftest import World, _content
 
 CHROMIUM = "/usr/bin/chromium"
 CSP = (
@@ -99,9 +101,10 @@ def live_url(app: Flask, world: World) -> Iterator[str]:
 def shots(tmp_path: Path) -> Callable[[Any, str], Path]:
     target = os.environ.get("DASHBOARD_SCREENSHOTS")
 
-    def take(page: Any, name: str) -> Path:
+    def take(page: Any, name: str, *, full_page: bool = True) -> Path:
+        """``page`` may be a locator (then its element) with ``full_page=False``."""
         path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), full_page=True)
+        page.screenshot(path=str(path), **({"full_page": True} if full_page else {}))
         assert path.stat().st_size > 20_000, f"{name}: suspiciously small screenshot"
         if target:
             Path(target).mkdir(parents=True, exist_ok=True)
@@ -296,4 +299,76 @@ def test_an_admin_home_the_login_error_and_an_error_page_look_right(
     response = page.goto(live_url + "/dashboard/artists/art_nope")
     assert response is not None and response.status == 404
     assert page.get_by_role("heading", name="Not found").is_visible()
+    _no_csp_violations(page)
+
+
+def test_the_api_reference_reads_well_under_the_csp_and_with_javascript_off(
+    new_page, chromium, live_url, shots
+):
+    page = new_page()
+    response = page.goto(live_url + "/docs")
+    assert response is not None and response.status == 200
+    assert "script-src 'self'" in response.headers["content-security-policy"]
+    # docs.css is applied: the method badge is coloured, the operation a card
+    badge = page.locator("#post-v1-purchases .op-head .m")
+    assert badge.inner_text() == "POST"
+    assert (
+        page.evaluate(
+            "getComputedStyle(document.querySelector('#post-v1-purchases .m')).backgroundColor"
+        )
+        == "rgb(46, 125, 50)"
+    )
+    purchase = page.locator("#post-v1-purchases")
+    assert purchase.locator("td.name code", has_text="Idempotency-Key").is_visible()
+    assert purchase.locator(".description code", has_text="share_code").is_visible()
+    assert purchase.locator(".description li").count() == 3
+    # the table of contents jumps to an operation
+    page.locator(".toc a[href='#post-v1-webhooks-stripe']").click()
+    assert page.url.endswith("#post-v1-webhooks-stripe")
+    assert page.locator("#post-v1-webhooks-stripe").get_by_text("Stripe-Signature").is_visible()
+    shots(purchase, "docs-purchase", full_page=False)  # an element: just that operation
+    page.goto(live_url + "/docs")
+    shots(page, "docs", full_page=False)
+    _no_csp_violations(page)
+    # no request left for another origin
+    assert page.evaluate(
+        "performance.getEntriesByType('resource').every(e => e.name.startsWith(location.origin))"
+    )
+
+    # with JavaScript off the page is the same: rendered on the server
+    context = chromium.new_context(
+        java_script_enabled=False, viewport={"width": 390, "height": 844}
+    )
+    try:
+        narrow = context.new_page()
+        narrow.goto(live_url + "/docs#post-v1-purchases")
+        op = narrow.locator("#post-v1-purchases")
+        assert op.locator("td.name code", has_text="Idempotency-Key").is_visible()
+        assert op.locator("#post-v1-purchases-201 code", has_text="artist_share").is_visible()
+        width = narrow.evaluate("document.documentElement.scrollWidth")
+        assert width <= 390 + 1, f"the page scrolls sideways at 390 px: {width}"
+        shots(narrow, "docs-390-no-js", full_page=False)
+    finally:
+        context.close()
+
+
+def test_an_artist_with_one_day_of_sales_sees_readable_charts_in_a_browser(
+    new_page, live_url, world, api, shots
+):
+    track = _content(api, world.other_artist, "One Day Single", "track", 1500)
+    code = share(api, world.fans["ann"], track["id"])
+    for n in range(2):
+        buy(api, world.shop, track, {"email": f"oneday{n}@example.com"}, share_code=code)
+    page = new_page()
+    path = f"/dashboard/artists/{world.other_artist.id}"
+    _sign_in(page, live_url, world.other_artist.key, path)
+    stem = _box(page, "#chart-revenue path.line")
+    assert stem["height"] > 100, "the day's revenue stands up from the baseline"
+    bar = _box(page, "#chart-sales .bars rect")
+    assert 10 < bar["width"] < 60 and bar["height"] > 50
+    assert page.locator("#chart-sales text.value").text_content() == "2"
+    assert page.locator("#chart-revenue text.value").text_content() == "30.00"
+    today = utcnow().date().isoformat()
+    assert page.locator("#chart-sales text", has_text=today).count() == 1
+    shots(page, "artist-one-day")
     _no_csp_violations(page)

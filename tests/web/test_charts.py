@@ -8,7 +8,7 @@ import xml.etree.ElementTree as ET
 import pytest
 
 from api.web import charts
-from api.web.formatting import bps, money
+from api.web.formatting import bps, money, share
 
 SVG = "{http://www.w3.org/2000/svg}"
 
@@ -73,7 +73,7 @@ def test_empty_series_say_so_instead_of_drawing_nothing():
     assert "No sales yet" in "".join(svg.itertext())
 
 
-def test_the_graph_picture_colours_levels_rings_brokers_and_escapes_handles():
+def test_the_graph_picture_colours_depths_rings_brokers_and_escapes_handles():
     picture = {
         "nodes": [
             {"id": "f1", "handle": "<b>ann</b>", "level": 1, "x": 0, "y": 0, "broker": True},
@@ -89,7 +89,7 @@ def test_the_graph_picture_colours_levels_rings_brokers_and_escapes_handles():
     assert len(circles) == 3
     assert circles[-1].get("class") == "node broker"  # drawn last, on top
     fills = {c.find(f"{SVG}title").text.split(",")[0]: c.get("fill") for c in circles}
-    assert fills["bob"] == charts.level_colour(2) and fills["cyd"] == charts.DEEPER
+    assert fills["bob"] == charts.depth_colour(2) and fills["cyd"] == charts.DEEPER
     assert len(svg.findall(f".//{SVG}g[@class='edges']/{SVG}path")) == 2
     assert svg.get("viewBox") == "-30 -50 1060 680"
 
@@ -121,3 +121,51 @@ def test_money_is_written_from_integer_minor_units(amount, currency, text):
 )
 def test_basis_points_read_as_percentages(rate, text):
     assert bps(rate) == text
+
+
+def test_a_one_day_line_chart_is_a_stem_with_its_value_over_labelled_axes():
+    svg = _parse(charts.line_chart(["2026-11-05"], [5997], chart_id="c", title="Revenue"))
+    line = next(p for p in svg.iter(f"{SVG}path") if p.get("class") == "line")
+    x1, y1, x2, y2 = map(float, re.findall(r"[\d.]+", line.get("d")))
+    assert x1 == x2 and y1 - y2 > 100, "a tall vertical stem from the baseline"
+    texts = [t.text for t in svg.iter(f"{SVG}text")]
+    assert "5997" in texts and "2026-11-05" in texts  # the value and the day
+    ticks = [t.text for t in svg.iter(f"{SVG}text") if t.get("text-anchor") == "end"]
+    assert ticks[0] == "0" and int(ticks[-1]) > 5997, "the value axis has room above the day"
+    assert svg.find(f"{SVG}desc").text == "1 point on 2026-11-05: 5997."
+
+
+def test_a_one_day_bar_chart_is_one_bar_not_a_wall_with_its_value_written():
+    svg = _parse(charts.bar_chart(["2026-11-05"], [3], chart_id="b", title="Sales", width=520))
+    (bar,) = svg.findall(f".//{SVG}rect")
+    width, x = float(bar.get("width")), float(bar.get("x"))
+    assert 20 <= width <= 48
+    assert abs(x + width / 2 - (64 + (520 - 64 - 16) / 2)) < 1, "centred in the plot"
+    value = next(t for t in svg.iter(f"{SVG}text") if t.get("class") == "value")
+    assert value.text == "3" and float(value.get("y")) < float(bar.get("y"))
+    labels = [t.text for t in svg.iter(f"{SVG}text")]
+    assert "2026-11-05" in labels and labels.count("0") == 1  # the axis starts at 0
+
+
+def test_a_month_of_bars_writes_no_values_on_them():
+    labels = [f"2026-11-{d:02d}" for d in range(1, 31)]
+    svg = _parse(charts.bar_chart(labels, list(range(30)), chart_id="b", title="t"))
+    assert not [t for t in svg.iter(f"{SVG}text") if t.get("class") == "value"]
+
+
+@pytest.mark.parametrize(
+    ("score", "text"),
+    [
+        ("0.125000", "12.5%"),
+        ("0.000123", "<0.1%"),
+        ("0.000500", "0.1%"),
+        ("0.999999", "100.0%"),
+        ("1.000000", "100.0%"),
+        ("0.000000", "0%"),
+        ("0.012345", "1.2%"),
+        ("nonsense", "—"),
+        (None, "—"),
+    ],
+)
+def test_scores_read_as_percentages_with_one_decimal(score, text):
+    assert share(score) == text

@@ -12,7 +12,8 @@ from sqlalchemy import select
 
 from royalties.db import utcnow
 from royalties.models import RewardPlan
-from tests.helpers import row_counts
+from tests.helpers import buy, row_counts, share
+from tests.web.conftest import _content
 
 
 def _plan_versions(session, artist_id: str) -> list[tuple[int, list[int], int]]:
@@ -68,6 +69,82 @@ def test_the_top_fans_table_ranks_by_the_chosen_measure(seller_visitor, world):
         assert page.status_code == 200
         assert re.search(rf'rank={rank}[^"]*"[^>]*aria-current="page"', page.get_data(as_text=True))
     assert seller_visitor.get(base, query_string={"rank": "nonsense"}).status_code == 200
+
+
+def _section(html: str, start: str, end: str) -> str:
+    found = html[html.index(start) :]
+    return found[: found.index(end)]
+
+
+def test_influence_and_broker_scores_read_as_percentages_never_raw_scores(seller_visitor, world):
+    base = f"/dashboard/artists/{world.artist.id}"
+    for rank in ("pagerank", "betweenness", "attributed_revenue"):
+        html = seller_visitor.get(base, query_string={"rank": rank}).get_data(as_text=True)
+        table = _section(html, 'id="top-fans"', "</table>")
+        rows = re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+        assert rows, rank
+        for row in rows:
+            cells = re.findall(r'<td class="num">(.*?)</td>', row, re.S)
+            influence, broker = cells[3], cells[4]
+            for text in (influence, broker):
+                assert re.fullmatch(r"(\d{1,3}\.\d%|<0\.1%|0%)", text.replace("&lt;", "<")), text
+        assert not re.search(r"0\.\d{6}", table), "a raw six-decimal score"
+        assert "Influence</a>" in table and "Broker score</a>" in table
+        assert 'id="scores-help"' in html and "add up to 100%" in html
+    # the fans' influence shares, over the whole graph, add up to at most 100%
+    html = seller_visitor.get(base, query_string={"rank": "pagerank"}).get_data(as_text=True)
+    table = _section(html, 'id="top-fans"', "</table>")
+    shares = [
+        float(cells[3].rstrip("%"))
+        for row in re.findall(r"<tr>(.*?)</tr>", table, re.S)[1:]
+        if (cells := re.findall(r'<td class="num">(.*?)</td>', row, re.S))
+        and not cells[3].startswith("&lt;")
+    ]
+    assert shares == sorted(shares, reverse=True) and 0 < sum(shares) <= 100.5
+
+
+def test_the_graph_legend_and_tooltips_say_depth_where_they_mean_depth(seller_visitor, world):
+    html = seller_visitor.get(f"/dashboard/artists/{world.artist.id}").get_data(as_text=True)
+    legend = _section(html, '<ul class="legend"', "</ul>")
+    assert "depth 0 (no sponsor)" in legend and "depth 1" in legend
+    assert "level" not in legend
+    graph = _section(html, 'id="referral-graph"', "</svg>")
+    tips = re.findall(r"<title>([^<]*)</title>", graph)  # the nodes' (the chart's has an id)
+    assert tips and all(", depth " in tip for tip in tips)
+    assert any(tip.startswith("ann, depth 0") for tip in tips)
+    meta = _section(html, 'id="graph-heading"', "</p>")
+    # ann <- bob <- cyd <- dee <- eve <- fay <- the buyers who came through fay's link
+    assert "deepest fan at depth 6" in meta
+
+
+def test_the_largest_cascades_list_each_chain_of_fans_once_with_its_sales(seller_visitor, world):
+    html = seller_visitor.get(f"/dashboard/artists/{world.artist.id}").get_data(as_text=True)
+    listed = _section(html, "Largest cascades", "</ul>")
+    items = re.findall(r"<li>(.*?)</li>", listed, re.S)
+    chains = [tuple(re.findall(r'<span class="handle">([^<]+)</span>', item)) for item in items]
+    assert len(chains) == len(set(chains)) == 5
+    # three buyers came through fay's link: one cascade of five levels, three sales
+    fay = next(item for item, chain in zip(items, chains, strict=True) if chain[0] == "fay")
+    assert chains.count(("fay", "eve", "dee", "cyd", "bob")) == 1 and "3 sales" in fay
+    assert "5 levels:" in items[0]
+
+
+def test_an_artist_with_sales_on_one_day_gets_readable_charts(visitor, api, world):
+    track = _content(api, world.other_artist, "One Day Single", "track", 1500)
+    code = share(api, world.fans["ann"], track["id"])
+    for n in range(2):
+        buy(api, world.shop, track, {"email": f"oneday{n}@example.com"}, share_code=code)
+    visitor.sign_in(world.other_artist.key)
+    html = visitor.get(f"/dashboard/artists/{world.other_artist.id}").get_data(as_text=True)
+    today = utcnow().date().isoformat()
+    revenue = _section(html, 'id="chart-revenue"', "</svg>")
+    assert f"1 point on {today}: 30.00." in revenue
+    assert re.search(r'class="line" d="M([\d.]+) [\d.]+ L\1 [\d.]+"', revenue)  # a stem
+    assert '<text class="value"' in revenue and ">30.00</text>" in revenue
+    assert f">{today}</text>" in revenue and ">0.00</text>" in revenue  # both axes labelled
+    sales = _section(html, 'id="chart-sales"', "</svg>")
+    (width,) = re.findall(r'<rect x="[\d.]+" y="[\d.]+" width="([\d.]+)"', sales)
+    assert float(width) <= 48 and '<text class="value"' in sales and ">2</text>" in sales
 
 
 @pytest.mark.parametrize(
