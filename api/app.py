@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api import config as config_module
 from api import errors, guards, reference
 from api.errors import ProblemApi
-from api.extensions import db
+from api.extensions import db, init_mail
 from api.limits import limiter
 
 # HTML pages load scripts and styles from this origin only, and are never framed.
@@ -36,6 +36,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     db.init_app(app, engine=app.config.get("ENGINE"))
+    init_mail(app)
 
     api = ProblemApi(
         app,

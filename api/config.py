@@ -40,6 +40,9 @@ RATE_LIMIT_DEFAULTS: dict[str, tuple[str, str]] = {
     "RATELIMIT_LINKS": ("60/minute", "6000/minute"),  # POST /v1/share-links, per address
     "RATELIMIT_CLICKS": ("600/minute", "60000/minute"),  # GET /l/<code>, per address
     "RATELIMIT_LOGIN": ("10/minute", "1000/minute"),  # dashboard sign-in attempts, per address
+    # sign-in links asked for: per client address, and per email address asked about
+    "RATELIMIT_LOGIN_EMAIL": ("10/hour", "1000/hour"),
+    "RATELIMIT_LOGIN_EMAIL_RECIPIENT": ("5/hour", "500/hour"),
     "RATELIMIT_API": ("1200/minute", "120000/minute"),  # every other keyed call, per key
     # purchases and refunds, per (storefront) key: 1,000 a second, the throughput goal
     "RATELIMIT_SALES": ("60000/minute", "6000000/minute"),
@@ -127,6 +130,13 @@ def from_env() -> dict[str, Any]:
         # Signs the dashboard's session cookie. Unset: a random key per process, so
         # sessions end with the process (``royalties serve`` shares one across workers).
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_hex(32),
+        # Sign-in by email (royalties/sign_in.py, royalties/notify/mail.py): unset, the
+        # mail is written to the log instead. The URL may hold a password: never logged.
+        "SMTP_URL": os.environ.get("SMTP_URL") or None,
+        "MAIL_FROM": os.environ.get("MAIL_FROM") or "Fan royalties <no-reply@localhost>",
+        # Addresses that sign in as admin (comma-separated); fans and artists sign in
+        # with the email on their own row.
+        "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", ""),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),

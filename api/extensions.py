@@ -14,6 +14,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
 from royalties.errors import NotConfigured
+from royalties.notify.mail import Outbox, transport_for
 from royalties.payments.stripe import StripeGateway
 
 
@@ -74,3 +75,14 @@ def gateway_from_config(config: Any) -> StripeGateway:
         config.get("STRIPE_API_BASE") or None,
         requests_per_second=config.get("STRIPE_MAX_REQUESTS_PER_SECOND"),
     )
+
+
+def init_mail(app: Flask) -> None:
+    """The app's outbox, from ``SMTP_URL`` (checked now, so a bad URL stops the start)."""
+    app.extensions["royalties.mail"] = Outbox(transport_for(app.config.get("SMTP_URL")))
+
+
+def outbox() -> Outbox:
+    from flask import current_app
+
+    return current_app.extensions["royalties.mail"]  # type: ignore[no-any-return]

@@ -2,9 +2,14 @@
 
 The route decides which budget a request spends:
 
-- ``POST /v1/fans`` (sign-up), ``POST /v1/share-links``, ``GET /l/<code>`` (clicks) and
-  ``POST /dashboard/login``: per client address, one budget each (``RATELIMIT_SIGNUP``,
-  ``_LINKS``, ``_CLICKS``, ``_LOGIN``);
+- ``POST /v1/fans`` (sign-up), ``POST /v1/share-links``, ``GET /l/<code>`` (clicks),
+  ``POST /dashboard/login`` (with the sign-in link's own POST) and
+  ``POST /dashboard/login/email`` (asking for a link): per client address, one budget
+  each (``RATELIMIT_SIGNUP``, ``_LINKS``, ``_CLICKS``, ``_LOGIN``, ``_LOGIN_EMAIL``);
+- asking for a sign-in link also spends a budget per email address asked about
+  (``RATELIMIT_LOGIN_EMAIL_RECIPIENT``), counted under the address's SHA-256 whether an
+  account uses it or not (a limit only known addresses hit would tell them apart), once
+  the form is read (``spend_recipient_budget``);
 - every other endpoint that needs an API key: one budget per key shared by all of them
   (``RATELIMIT_API``), counted under the SHA-256 of the bearer key when the request
   carries a well-formed one, else under the address, so keyless requests count too;
@@ -36,6 +41,8 @@ from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
 from limits import parse_many
+from limits.storage import MemoryStorage
+from limits.strategies import STRATEGIES, RateLimiter
 
 from api.auth import SECURITY
 from api.config import RATE_LIMIT_DEFAULTS
@@ -49,6 +56,8 @@ API = "RATELIMIT_API"
 SALES = "RATELIMIT_SALES"
 CLICKS = "RATELIMIT_CLICKS"
 LOGIN = "RATELIMIT_LOGIN"
+LOGIN_EMAIL = "RATELIMIT_LOGIN_EMAIL"
+RECIPIENT = "RATELIMIT_LOGIN_EMAIL_RECIPIENT"
 
 # (method, URL rule) -> the setting holding its per-address limit
 BY_ADDRESS: dict[tuple[str, str], str] = {
@@ -58,6 +67,8 @@ BY_ADDRESS: dict[tuple[str, str], str] = {
     ("POST", "/dashboard/login"): LOGIN,  # guessing keys through the sign-in form
     ("POST", "/join/<artist_id>"): "RATELIMIT_SIGNUP",  # the join page signs fans up too
     ("POST", "/dashboard/fans/<fan_id>/links"): "RATELIMIT_LINKS",
+    ("POST", "/dashboard/login/email/<token>"): LOGIN,
+    ("POST", "/dashboard/login/email"): LOGIN_EMAIL,  # mail sent on a stranger's behalf
 }
 # (method, URL rule) -> its own per-key budget: storefronts report every sale and refund,
 # far more often than any person calls the API, so they must not share a person's budget.
@@ -71,6 +82,8 @@ _SCOPES = {
     "RATELIMIT_LINKS": "share-links",
     CLICKS: "clicks",
     LOGIN: "login",
+    LOGIN_EMAIL: "login-email",
+    RECIPIENT: "login-email-recipient",
     API: "api",
     SALES: "sales",
 }
@@ -82,8 +95,11 @@ _PAGE = """<!doctype html>
 """
 # Budgets spent by a browser, which gets a page rather than problem+json.
 PAGES = {
+    "": "Too many requests came from your address.",  # any other page
     CLICKS: "Too many links were followed from your address.",
     LOGIN: "Too many sign-in attempts came from your address.",
+    LOGIN_EMAIL: "Too many sign-in links were asked for from your address.",
+    RECIPIENT: "Too many sign-in links were asked for that email address.",
 }
 
 
@@ -208,18 +224,57 @@ def _retry_after() -> int:
     return max(1, math.ceil(reset_at - time.time()))
 
 
+def too_many_page(setting: str, retry_after: int) -> Response:
+    """The 429 page a browser gets when ``setting``'s budget is spent."""
+    body = _PAGE.format(what=PAGES[setting], seconds=retry_after)
+    response = Response(body, status=429, mimetype="text/html")
+    response.headers["Retry-After"] = str(retry_after)
+    response.headers["Cache-Control"] = "no-store"
+    return response
+
+
+def spend_recipient_budget(email: str) -> int | None:
+    """Count one sign-in link asked for ``email`` (normalised); the seconds to wait when
+    that is over ``RATELIMIT_LOGIN_EMAIL_RECIPIENT``, else None.
+
+    In the limiter's own store and strategy (so Redis shares it between workers); if the
+    store fails, counted in this process's memory instead, as the other budgets are."""
+    limiter: Limiter | None = current_app.extensions.get(EXTENSION)
+    if limiter is None:  # limits switched off
+        return None
+    prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
+    keys = [*([prefix] if prefix else []), _SCOPES[RECIPIENT], "email:" + hash_key(email)]
+    for item in parse_many(str(current_app.config[RECIPIENT])):
+        strategy = limiter.limiter
+        try:
+            allowed = strategy.hit(item, *keys)
+        except Exception:
+            log.warning("rate limit store failed; counting in memory", exc_info=True)
+            strategy = _memory_strategy()
+            allowed = strategy.hit(item, *keys)
+        if not allowed:
+            reset_at = strategy.get_window_stats(item, *keys).reset_time
+            return max(1, math.ceil(reset_at - time.time()))
+    return None
+
+
+def _memory_strategy() -> RateLimiter:
+    strategy: RateLimiter | None = current_app.extensions.get(EXTENSION + ".memory")
+    if strategy is None:
+        name = str(current_app.config.get("RATELIMIT_STRATEGY") or "fixed-window")
+        strategy = STRATEGIES[name](MemoryStorage())
+        current_app.extensions[EXTENSION + ".memory"] = strategy
+    return strategy
+
+
 def _too_many_requests(error: RateLimitExceeded) -> Response:
     retry_after = _retry_after()
     headers = {"Retry-After": str(retry_after)}
-    page = PAGES.get(request_budget() or "")
-    if page is None and not request.path.startswith("/v1/"):
-        page = "Too many requests came from your address."  # a page a browser asked for
-    if page is not None:
-        body = _PAGE.format(what=page, seconds=retry_after)
-        response = Response(body, status=429, mimetype="text/html")
-        response.headers.update(headers)
-        response.headers["Cache-Control"] = "no-store"
-        return response
+    setting = request_budget() or ""
+    if setting and setting in PAGES:
+        return too_many_page(setting, retry_after)
+    if not request.path.startswith("/v1/"):  # a page a browser asked for
+        return too_many_page("", retry_after)
     return problem(
         429,
         "rate_limited",

@@ -23,7 +23,7 @@ class Artists(MethodView):
     @blp.response(201, Created)
     def post(self, body: dict[str, Any]) -> accounts.Created:
         """Create an artist (admin); returns its API key once"""
-        return accounts.create_artist(db.session, name=body["name"])
+        return accounts.create_artist(db.session, name=body["name"], email=body["email"])
 
 
 @blp.route("/storefronts")

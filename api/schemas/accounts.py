@@ -7,6 +7,11 @@ from api.schemas.common import HttpUrl, StrictSchema, Text
 
 class ArtistCreate(StrictSchema):
     name = Text(max_length=200, required=True)
+    email = ma.fields.Email(
+        load_default=None,
+        validate=ma.validate.Length(max=254),
+        metadata={"description": "where the artist's dashboard sign-in links are sent"},
+    )
 
 
 class StorefrontCreate(StrictSchema):

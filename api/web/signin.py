@@ -1,8 +1,11 @@
-"""Dashboard sign-in: an API key opens a signed session cookie; CSRF tokens guard forms.
+"""Dashboard sign-in: an API key or an emailed link opens a signed session cookie; CSRF
+tokens guard forms.
 
-- The cookie (Flask's signed session, ``SECRET_KEY``) holds the key's id, role and owner,
-  never the key itself. Every request looks the key up again by id: a key revoked since
-  sign-in ends the session at once.
+- The cookie (Flask's signed session, ``SECRET_KEY``) holds the key's id (or the
+  sign-in link's), role and owner, never a secret. Every request looks the key up again
+  by id: a key revoked since sign-in ends the session at once. A session opened by a
+  link lasts until sign-out ends it in the database (a copy of the cookie dies too), or
+  until its address no longer names that person (``royalties/sign_in.py``).
 - Signing in clears the session and issues a fresh CSRF token (no session fixation).
   Every POST must carry the session's token in ``csrf_token``; the login form too, so a
   third-party page cannot sign a browser into someone else's account.
@@ -19,28 +22,33 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import abort, flash, g, redirect, request, session, url_for
+from flask import abort, current_app, flash, g, redirect, request, session, url_for
 from sqlalchemy import select
 
 from api.extensions import db
+from royalties import sign_in as links
 from royalties.errors import Forbidden
 from royalties.keys import Principal
 from royalties.models import ApiKey
+from royalties.models.accounts import PERSON_ROLES
+from royalties.services.sign_in import end_session
 
 F = TypeVar("F", bound=Callable[..., Any])
 
 USER = "dashboard_user"
 CSRF = "csrf_token"
-DASHBOARD_ROLES = ("admin", "artist", "fan")
+DASHBOARD_ROLES = PERSON_ROLES
 
 
 @dataclass(frozen=True)
 class Viewer:
-    """Who is signed in to the dashboard."""
+    """Who is signed in to the dashboard: with an API key (``key_id``) or a sign-in link
+    (``link_id``)."""
 
-    key_id: str
+    key_id: str | None
     role: str
     owner_id: str | None
+    link_id: str | None = None
 
     def may_view(self, role: str, owner_id: str) -> bool:
         return self.role == "admin" or (self.role == role and self.owner_id == owner_id)
@@ -73,6 +81,9 @@ def load_viewer() -> None:
     data = session.get(USER)
     if not isinstance(data, dict):
         return
+    if "link_id" in data:
+        _load_link_viewer(data)
+        return
     row = db.session.execute(
         select(ApiKey.role, ApiKey.owner_id).where(
             ApiKey.id == data.get("key_id"), ApiKey.revoked_at.is_(None)
@@ -85,17 +96,45 @@ def load_viewer() -> None:
     g.viewer = Viewer(str(data["key_id"]), row.role, row.owner_id)
 
 
+def _load_link_viewer(data: dict[str, Any]) -> None:
+    link_id, role, owner_id = data.get("link_id"), data.get("role"), data.get("owner_id")
+    if not (
+        isinstance(link_id, str)
+        and isinstance(role, str)
+        and (owner_id is None or isinstance(owner_id, str))
+        and links.session_is_live(db.session, link_id, role, owner_id, admin_emails())
+    ):
+        session.clear()
+        flash("Your session has ended; sign in again.", "error")
+        return
+    g.viewer = Viewer(None, role, owner_id, link_id=link_id)
+
+
+def admin_emails() -> frozenset[str]:
+    return links.admin_addresses(current_app.config.get("ADMIN_EMAILS"))
+
+
 def sign_in(principal: Principal) -> None:
+    _open_session(
+        {"key_id": principal.key_id, "role": principal.role, "owner_id": principal.owner_id}
+    )
+
+
+def sign_in_by_link(grant: links.Grant) -> Viewer:
+    _open_session({"link_id": grant.link_id, "role": grant.role, "owner_id": grant.owner_id})
+    return Viewer(None, grant.role, grant.owner_id, link_id=grant.link_id)
+
+
+def _open_session(user: dict[str, Any]) -> None:
     session.clear()
-    session[USER] = {
-        "key_id": principal.key_id,
-        "role": principal.role,
-        "owner_id": principal.owner_id,
-    }
+    session[USER] = user
     session[CSRF] = secrets.token_urlsafe(32)
 
 
 def sign_out() -> None:
+    current: Viewer | None = g.get("viewer")
+    if current is not None and current.link_id is not None:
+        end_session(db.session, current.link_id)
     session.clear()
 
 

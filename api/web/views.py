@@ -1,4 +1,5 @@
-"""The dashboard's routes: sign-in, the artist page, the fan page, the CSV statement.
+"""The dashboard's routes: sign-in (an API key or an emailed link), the artist page, the
+fan page, the CSV statement.
 
 A blueprint of plain Flask views registered on the app directly (not through the
 flask-smorest Api), so none of it appears in ``/openapi.json``. Views parse the form,
@@ -10,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
+from email.message import EmailMessage
 from typing import Any
 
 from flask import (
@@ -27,19 +29,24 @@ from sqlalchemy import select
 from werkzeug.exceptions import HTTPException
 from werkzeug.wrappers import Response as BaseResponse
 
+from api import limits
 from api.config import minimums
 from api.errors import status_for
-from api.extensions import db
+from api.extensions import db, outbox
 from api.web import charts, formatting, forms, signin
 from api.web.pages import artist_page, fan_page
 from royalties import plans
-from royalties.errors import PlanError, RoyaltiesError
+from royalties import sign_in as sign_in_rules
+from royalties.errors import PlanError, RoyaltiesError, ValidationFailed
 from royalties.ids import looks_like_id
 from royalties.keys import authenticate
 from royalties.models import Artist, Fan
 from royalties.models.graph import MAX_DEPTH
+from royalties.notify.mail import compose
 from royalties.services.catalog import get_artist, set_artist_plan
 from royalties.services.fans import get_fan
+from royalties.services.sign_in import link_is_usable, request_link, use_link
+from royalties.sign_in import Issued
 
 log = logging.getLogger("royalties.web")
 
@@ -137,6 +144,79 @@ def login() -> Any:
     signin.sign_in(principal)
     current = signin.Viewer(principal.key_id, principal.role, principal.owner_id)
     return redirect(target or signin.landing(current))
+
+
+# -- sign-in by email ---------------------------------------------------------------------
+
+LINK_SENT = (
+    "If an account uses that address, a sign-in link is on its way. It works once, for 15 minutes."
+)
+LINK_SUBJECT = "Your sign-in link"
+
+
+@bp.post("/login/email")
+def login_email() -> Any:
+    """Mail sign-in links to the address typed; the same answer whether an account uses
+    it or not (no account enumeration), and nothing written for bad input."""
+    target = signin.safe_next(request.values.get("next"))
+    raw = request.form.get("email", "")
+    try:
+        email = sign_in_rules.parse_email(raw)
+    except ValidationFailed as error:
+        page = render_template(
+            "web/login.html",
+            next=target,
+            email_error=error.detail,
+            email_value=raw if len(raw) <= 320 else "",
+        )
+        return page, 422
+    wait = limits.spend_recipient_budget(email)
+    if wait is not None:
+        return limits.too_many_page(limits.RECIPIENT, wait)
+    issued = request_link(db.session, email=email, admin_emails=signin.admin_emails())
+    if issued:
+        outbox().send(_link_mail(email, issued))
+    return render_template("web/login.html", next=target, email_notice=LINK_SENT)
+
+
+def _link_mail(email: str, issued: list[Issued]) -> EmailMessage:
+    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
+    lines = []
+    for one in issued:
+        who = one.identity
+        name = {"fan": f"fan {who.label}", "artist": f"artist {who.label}"}.get(who.role, who.role)
+        # The configured base, never the request's Host header: a forged Host would
+        # otherwise send the victim a working link to the forger's site.
+        url = base + url_for("web.login_link", token=one.token)
+        lines.append(f"To sign in as {name}, open:\n{url}\n")
+    body = (
+        "Someone, hopefully you, asked to sign in to the fan royalties dashboard with "
+        "this address.\n\n"
+        + "\n".join(lines)
+        + "\nEach link works once, for 15 minutes. If you did not ask for it, ignore this "
+        "message: nothing happens unless the link is opened and Sign in is pressed.\n"
+    )
+    return compose(
+        sender=current_app.config["MAIL_FROM"], to=email, subject=LINK_SUBJECT, body=body
+    )
+
+
+@bp.route("/login/email/<token>", methods=["GET", "POST"])
+def login_link(token: str) -> Any:
+    """GET shows a Sign in button (mail scanners that prefetch links only GET, and a
+    GET changes nothing); its POST uses the link, once."""
+    if request.method == "GET":
+        if not link_is_usable(db.session, token):
+            return _link_refused()
+        return render_template("web/login_link.html", token=token)
+    grant = use_link(db.session, token=token, admin_emails=signin.admin_emails())
+    if grant is None:
+        return _link_refused()
+    return redirect(signin.landing(signin.sign_in_by_link(grant)))
+
+
+def _link_refused() -> tuple[str, int]:
+    return render_template("web/login_link.html", token=None), 410
 
 
 @bp.post("/logout")

@@ -1,6 +1,6 @@
 """Typed ORM models, one module per aggregate. Importing this package registers them all."""
 
-from royalties.models.accounts import ApiKey
+from royalties.models.accounts import ApiKey, SignInLink
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
 from royalties.models.fraud import FraudSignal, ReviewDecision, SignalClearance
 from royalties.models.graph import Fan, FanAncestor
@@ -34,6 +34,7 @@ __all__ = [
     "Reward",
     "RewardPlan",
     "ShareLink",
+    "SignInLink",
     "SignalClearance",
     "Storefront",
     "WebhookEvent",

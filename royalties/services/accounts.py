@@ -4,9 +4,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from royalties import plans
+from royalties.errors import Conflict
+from royalties.graph import normalize_email
 from royalties.ids import new_id
 from royalties.keys import issue_key
 from royalties.models import Artist, Storefront
@@ -23,9 +26,13 @@ class Created:
 
 
 @transactional
-def create_artist(session: Session, *, name: str) -> Created:
-    """A new artist with the default reward plan as version 1, and its API key."""
-    artist = Artist(id=new_id("art"), name=name)
+def create_artist(session: Session, *, name: str, email: str | None = None) -> Created:
+    """A new artist with the default reward plan as version 1, and its API key; ``email``
+    is where its dashboard sign-in links go."""
+    email = normalize_email(email)
+    if email and session.scalar(select(Artist.id).where(Artist.email == email)) is not None:
+        raise Conflict("an artist with this email exists", fields={"email": ["already used"]})
+    artist = Artist(id=new_id("art"), name=name, email=email)
     session.add(artist)
     session.flush()
     plans.add_plan_version(

@@ -346,3 +346,52 @@ def test_0007_keeps_recorded_results_and_a_downgrade_gives_them_their_201_back(t
             ]
         upgrade(url)
         engine.dispose()
+
+
+def test_0008_adds_sign_in_links_and_artist_emails_and_downgrades_cleanly(tmp_path, db_url):
+    """Existing artists get no email; an email names one artist; links keep only a hash
+    and must expire after they were made; a downgrade drops both and keeps the artists."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0007")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO artists (id, name, created_at) "
+                    "VALUES ('art_a', 'A', CURRENT_TIMESTAMP), ('art_b', 'B', CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(url)
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT email FROM artists ORDER BY id")).all() == [
+                (None,),
+                (None,),
+            ]
+            conn.execute(text("UPDATE artists SET email = 'a@example.com' WHERE id = 'art_a'"))
+        with engine.connect() as conn, pytest.raises(Exception, match=r"(?i)unique"):
+            conn.execute(text("UPDATE artists SET email = 'a@example.com' WHERE id = 'art_b'"))
+        link = (
+            "INSERT INTO sign_in_links (id, token_hash, email, role, owner_id, created_at, "
+            "expires_at) VALUES (:id, :hash, 'a@example.com', :role, 'art_a', "
+            "'2026-12-01 12:00:00', :expires)"
+        )
+        good = {"id": "sil_1", "hash": "h1", "role": "artist", "expires": "2026-12-01 12:15:00"}
+        with engine.begin() as conn:
+            conn.execute(text(link), good)
+        for bad, what in [
+            ({**good, "id": "sil_2"}, "unique"),  # the same hash again
+            ({**good, "id": "sil_3", "hash": "h3", "role": "storefront"}, "check"),
+            ({**good, "id": "sil_4", "hash": "h4", "expires": "2026-12-01 11:00:00"}, "check"),
+        ]:
+            with engine.connect() as conn, pytest.raises(Exception, match=f"(?i){what}"):
+                conn.execute(text(link), bad)
+        command.downgrade(alembic_config(url), "0007")
+        assert "sign_in_links" not in inspect(engine).get_table_names()
+        assert "email" not in {c["name"] for c in inspect(engine).get_columns("artists")}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM artists ORDER BY id")).scalars().all() == [
+                "art_a",
+                "art_b",
+            ]
+        upgrade(url)
+        engine.dispose()

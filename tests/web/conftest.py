@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -11,13 +12,52 @@ import pytest
 from flask import Flask
 from flask.testing import FlaskClient
 from sqlalchemy import update
+from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from royalties.db import utcnow
 from royalties.models import Purchase, Reward
+from tests.conftest import create_test_app
 from tests.helpers import Actor, ApiDriver, buy, refund, share
+from tests.smtp import Inbox, smtp_server
 
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+@pytest.fixture(scope="session")
+def _smtp() -> Iterator[tuple[str, Inbox]]:
+    with smtp_server() as server:
+        yield server
+
+
+@pytest.fixture
+def inbox(_smtp: tuple[str, Inbox]) -> Inbox:
+    """What the test suite's SMTP server received during this test."""
+    _smtp[1].clear()
+    return _smtp[1]
+
+
+@pytest.fixture
+def make_app(engine: Engine, db_url: str, inbox: Inbox, _smtp: tuple[str, Inbox]) -> Any:
+    """Apps that mail through the suite's SMTP server (config overrides as keywords);
+    each one's outbox is drained at the end, so no message lands in the next test."""
+    apps: list[Flask] = []
+
+    def make(**overrides: Any) -> Flask:
+        overrides.setdefault("SMTP_URL", _smtp[0])
+        app = create_test_app(engine, db_url, **overrides)
+        apps.append(app)
+        return app
+
+    yield make
+    for app in apps:
+        assert app.extensions["royalties.mail"].flush(10), "mail still queued"
+
+
+@pytest.fixture
+def app(make_app: Any) -> Flask:
+    """The dashboard's app: mail goes to the suite's SMTP server (``inbox``)."""
+    return make_app()  # type: ignore[no-any-return]
 
 
 @dataclass

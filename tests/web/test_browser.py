@@ -372,3 +372,38 @@ def test_an_artist_with_one_day_of_sales_sees_readable_charts_in_a_browser(
     assert page.locator("#chart-sales text", has_text=today).count() == 1
     shots(page, "artist-one-day")
     _no_csp_violations(page)
+
+
+def test_a_fan_signs_in_from_the_emailed_link_in_a_browser(
+    new_page, live_url, app, api, inbox, shots
+):
+    """Email typed on the login page, the mail read from the suite's SMTP server, the link
+    opened, Sign in pressed: the fan's page. The used link then says so."""
+    from tests.smtp import links_in
+
+    fan = api.fan("zoe", email="zoe@example.com")
+    app.config["PUBLIC_BASE_URL"] = live_url  # links point at this server
+    page = new_page()
+    page.goto(live_url + "/dashboard/login")
+    page.get_by_label("Email address").fill("zoe@example.com")
+    page.get_by_role("button", name="Email me a link").click()
+    notice = page.locator("#email-notice")
+    assert "a sign-in link is on its way" in notice.inner_text()
+    _no_csp_violations(page)
+    shots(page, "sign-in-email-sent")
+
+    [link] = links_in(inbox.wait_for(1)[0])
+    assert link.startswith(live_url + "/dashboard/login/email/")
+    page.goto(link)
+    assert page.get_by_role("heading", name="Sign in").is_visible()
+    _no_csp_violations(page)
+    shots(page, "sign-in-link")
+    page.get_by_role("button", name="Sign in").click()
+    page.wait_for_url(f"{live_url}/dashboard/fans/{fan.id}")
+    assert page.get_by_role("heading", name="zoe").is_visible()
+    _no_csp_violations(page)
+
+    page.goto(link)
+    assert page.get_by_role("heading", name="This link no longer works").is_visible()
+    assert "already used or has expired" in page.locator("main").inner_text()
+    shots(page, "sign-in-link-used")

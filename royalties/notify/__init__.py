@@ -1,0 +1,1 @@
+"""Telling people things: email today (``mail``), fan notifications later."""
