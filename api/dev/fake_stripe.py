@@ -1,11 +1,13 @@
 """A fake Stripe of our own: a real HTTP server on 127.0.0.1 that speaks enough of the
 v1 API (accounts, account links, balance, transfers, reversals) for the official SDK to
-talk to it unchanged, plus knobs to make it fail the way the real one can.
+talk to it unchanged, plus knobs to make it fail the way the real one can. The test
+suite runs it, and ``royalties dev stripe`` serves it for trying payouts locally; it is
+shipped in the package for that, and is never used when the engine serves.
 
 Use it in-process (``with FakeStripe() as fake: StripeGateway("sk_test_x", fake.url)``)
 or as a separate process that a test can SIGKILL around::
 
-    python -m tests.fakes.fake_stripe --port 0     # prints "listening on http://127.0.0.1:N"
+    python -m api.dev.fake_stripe --port 0     # prints "listening on http://127.0.0.1:N"
 
 and steer it over HTTP with :class:`RemoteFake` (``POST /_fake/<control>`` with JSON
 keyword arguments, ``GET /_fake/transfers|accounts|requests|balance|account_links``).
@@ -1143,11 +1145,11 @@ class RemoteFake:
 
     def _call(self, name: str, payload: Json | None = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 - self.url is the fake's own http URL
             f"{self.url}/_fake/{name}", data=data, method="GET" if payload is None else "POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - as above
                 return json.loads(resp.read())["result"]
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"fake stripe control {name} failed: {exc.read()!r}") from exc
@@ -1168,10 +1170,10 @@ def _kwargs(name: str, args: tuple[Any, ...], kwargs: Json) -> Json:
 @contextmanager
 def standalone(port: int = 0, *, platform_country: str = "US") -> Iterator[RemoteFake]:
     """Run the fake as a child process; yields a :class:`RemoteFake` on its URL."""
-    cmd = [sys.executable, "-m", "tests.fakes.fake_stripe", "--port", str(port)]
+    cmd = [sys.executable, "-m", "api.dev.fake_stripe", "--port", str(port)]
     cmd += ["--platform-country", platform_country]
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)  # noqa: S603
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
