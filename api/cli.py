@@ -213,6 +213,43 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     )
 
 
+@main.group(help="Tools for trying the engine locally.")
+def dev() -> None:
+    pass
+
+
+@dev.command(
+    "stripe",
+    help="Run the local fake Stripe (the one the tests use) until Ctrl-C, and print the "
+    "variables that point 'royalties serve' and 'royalties payouts run' at it.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=12111, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--forward-to",
+    default="http://127.0.0.1:8000/v1/webhooks/stripe",
+    show_default=True,
+    help="where to send the fake's signed webhooks; '' sends none",
+)
+def dev_stripe(host: str, port: int, forward_to: str) -> None:
+    from urllib.parse import urlsplit
+
+    from api.dev import local_stripe
+
+    target = urlsplit(forward_to)
+    if forward_to and (target.scheme not in ("http", "https") or not target.netloc):
+        raise click.BadParameter("must be an http(s) URL, or ''", param_hint="--forward-to")
+    try:
+        local_stripe.serve(host, port, forward_to=forward_to or None, echo=_echo_now)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def _echo_now(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()  # a pipe (a test, `| tee`) sees each line as it happens
+
+
 @main.group(help="Fraud signals.")
 def fraud() -> None:
     pass

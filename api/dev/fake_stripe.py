@@ -88,6 +88,13 @@ replay of a saved answer, a 409, a 429 or a 401 does not reach it):
 * ``reverse_transfer(transfer_id, amount=None)``, ``reset()`` (everything, including
   the knobs above, back to the start).
 
+Events: ``on_event`` (None unless set, as in the tests) is called with an event type
+and a copy of the object whenever an account changes (``account.updated``: onboarding
+completed, ``set_payouts_enabled``, ``set_capability``) or a transfer is reversed
+(``transfer.reversed``), as Stripe would send a webhook. It is called under the fake's
+lock: it must hand the event on (``royalties dev stripe`` queues it for delivery), never
+call the fake back.
+
 Snapshots: ``transfers`` (oldest first), ``accounts`` (by id), ``requests`` (method,
 path, key, params, status), ``balance`` ({currency: available}), ``account_links``.
 """
@@ -111,7 +118,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -315,6 +322,7 @@ class FakeStripe:
         platform_country: str = "US",
     ):
         self.hang_seconds = hang_seconds
+        self.on_event: Callable[[str, Json], None] | None = None  # survives reset()
         self._default_country = platform_country.upper()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -449,6 +457,7 @@ class FakeStripe:
             account["details_submitted"] = account["details_submitted"] or enabled
             account["capabilities"]["transfers"] = "active" if enabled else "inactive"
             account["requirements"] = _requirements(due=not enabled)
+            self._emit("account.updated", account)
             return copy.deepcopy(account)
 
     def set_capability(self, account_id: str, name: str, status: str) -> Json:
@@ -458,6 +467,7 @@ class FakeStripe:
         with self._lock:
             account = self._accounts[account_id]
             account["capabilities"][name] = status
+            self._emit("account.updated", account)
             return copy.deepcopy(account)
 
     def create_account(self, payouts_enabled: bool = True, **fields: Any) -> Json:
@@ -470,6 +480,10 @@ class FakeStripe:
         params = {} if amount is None else {"amount": str(amount)}
         with self._lock:
             return self._reverse(transfer_id, params)
+
+    def _emit(self, kind: str, obj: Json) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, copy.deepcopy(obj))
 
     def _snapshot(self, name: str) -> Any:
         with self._lock:
@@ -973,6 +987,7 @@ class FakeStripe:
         transfer["reversals"]["data"].insert(0, reversal)
         currency = transfer["currency"]
         self._balance[currency] = self._balance.get(currency, 0) + amount
+        self._emit("transfer.reversed", transfer)
         return copy.deepcopy(reversal)
 
     # -- the browser side of Connect onboarding ------------------------------------------
