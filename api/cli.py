@@ -51,10 +51,22 @@ def admin_key_create() -> None:
 
 
 @main.command(help="Serve the API with gunicorn (wsgi:app).")
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
+@click.option(
+    "--bind",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT to listen on. With PUBLIC_BASE_URL unset, share links and Stripe's "
+    "return pages use http://HOST:PORT (http://127.0.0.1:PORT when HOST is 0.0.0.0 or ::).",
+)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 def serve(bind: str, workers: int) -> None:
+    from api.config import base_url_for_bind
+
     _require_schema()
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        url = base_url_for_bind(bind)
+        if url:
+            os.environ["PUBLIC_BASE_URL"] = url  # the workers read it from here
     if not os.environ.get("SECRET_KEY"):
         # Every worker must sign dashboard sessions with the same key.
         import secrets
