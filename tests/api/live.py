@@ -103,3 +103,9 @@ def dev_stripe(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
         if proc.poll() is None:
             proc.terminate()
         proc.wait(timeout=10)
+
+
+def printed_exports(banner: list[str]) -> dict[str, str]:
+    """The ``export NAME=value`` lines of ``royalties dev stripe``'s banner."""
+    pairs = (line.removeprefix("export ").split("=", 1) for line in banner)
+    return {p[0]: p[1] for p in pairs if len(p) == 2 and p[0].startswith("STRIPE_")}

@@ -16,12 +16,7 @@ from typing import Any
 
 from api.dev.fake_stripe import RemoteFake
 from royalties.payments.stripe import StripeGateway
-from tests.api.live import REPO, dev_stripe, free_port
-
-
-def exports(banner: list[str]) -> dict[str, str]:
-    pairs = [line.removeprefix("export ").split("=", 1) for line in banner]
-    return {k: v for k, v in (p for p in pairs if len(p) == 2) if k.startswith("STRIPE_")}
+from tests.api.live import REPO, dev_stripe, free_port, printed_exports
 
 
 @contextmanager
@@ -54,7 +49,7 @@ def webhook_catcher() -> Iterator[tuple[str, list[tuple[bytes, str]]]]:
 def test_it_prints_the_variables_that_point_the_engine_at_it_and_the_sdk_works_there():
     port = free_port()
     with dev_stripe("--port", str(port), "--forward-to", "") as (_proc, banner):
-        env = exports(banner)
+        env = printed_exports(banner)
         assert env == {
             "STRIPE_API_KEY": "sk_test_local",
             "STRIPE_API_BASE": f"http://127.0.0.1:{port}",
@@ -82,7 +77,7 @@ def test_an_account_completing_onboarding_sends_a_signed_account_updated_webhook
         webhook_catcher() as (hook, received),
         dev_stripe("--port", "0", "--forward-to", hook) as (proc, banner),
     ):
-        env = exports(banner)
+        env = printed_exports(banner)
         fake = RemoteFake(env["STRIPE_API_BASE"])
         account = fake.create_account(payouts_enabled=False)
         wait_for(received, "account.updated")  # the seeding's own; events come in order
@@ -105,7 +100,7 @@ def test_a_reversed_transfer_sends_transfer_reversed():
         webhook_catcher() as (hook, received),
         dev_stripe("--port", "0", "--forward-to", hook) as (_proc, banner),
     ):
-        env = exports(banner)
+        env = printed_exports(banner)
         fake = RemoteFake(env["STRIPE_API_BASE"])
         account = fake.create_account()
         gateway = StripeGateway(env["STRIPE_API_KEY"], env["STRIPE_API_BASE"])
@@ -133,7 +128,7 @@ def test_ctrl_c_stops_it_cleanly():
 
 def test_a_port_in_use_is_a_clear_error():
     with dev_stripe("--port", "0", "--forward-to", "") as (_proc, banner):
-        port = exports(banner)["STRIPE_API_BASE"].rsplit(":", 1)[1]
+        port = printed_exports(banner)["STRIPE_API_BASE"].rsplit(":", 1)[1]
         taken = subprocess.run(
             [sys.executable, "-m", "api.cli", "dev", "stripe", "--port", port],
             cwd=REPO,
