@@ -665,10 +665,10 @@ class FakeStripe:
                 saved = response if failure.saved else None
                 return response
             except KeyError as missing:
-                failure = StripeFailure(
+                unnamed = StripeFailure(
                     400, f"Missing required param: {missing.args[0]}.", "parameter_missing"
                 )
-                return _Response(failure.status, failure.body)
+                return _Response(unnamed.status, unnamed.body)
             if method != "POST":
                 return response
             response.headers["Idempotency-Key"] = key or ""
