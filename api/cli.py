@@ -51,10 +51,22 @@ def admin_key_create() -> None:
 
 
 @main.command(help="Serve the API with gunicorn (wsgi:app).")
-@click.option("--bind", default="127.0.0.1:8000", show_default=True, help="HOST:PORT")
+@click.option(
+    "--bind",
+    default="127.0.0.1:8000",
+    show_default=True,
+    help="HOST:PORT to listen on. With PUBLIC_BASE_URL unset, share links and Stripe's "
+    "return pages use http://HOST:PORT (http://127.0.0.1:PORT when HOST is 0.0.0.0 or ::).",
+)
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
 def serve(bind: str, workers: int) -> None:
+    from api.config import base_url_for_bind
+
     _require_schema()
+    if not os.environ.get("PUBLIC_BASE_URL"):
+        url = base_url_for_bind(bind)
+        if url:
+            os.environ["PUBLIC_BASE_URL"] = url  # the workers read it from here
     if not os.environ.get("SECRET_KEY"):
         # Every worker must sign dashboard sessions with the same key.
         import secrets
@@ -211,6 +223,43 @@ def payouts_reconcile(since: Any, until: Any) -> None:
     click.echo(
         f"Stripe and the ledger agree from {start:%Y-%m-%d %H:%M} to {end:%Y-%m-%d %H:%M} UTC"
     )
+
+
+@main.group(help="Tools for trying the engine locally.")
+def dev() -> None:
+    pass
+
+
+@dev.command(
+    "stripe",
+    help="Run the local fake Stripe (the one the tests use) until Ctrl-C, and print the "
+    "variables that point 'royalties serve' and 'royalties payouts run' at it.",
+)
+@click.option("--host", default="127.0.0.1", show_default=True)
+@click.option("--port", default=12111, show_default=True, type=click.IntRange(0, 65535))
+@click.option(
+    "--forward-to",
+    default="http://127.0.0.1:8000/v1/webhooks/stripe",
+    show_default=True,
+    help="where to send the fake's signed webhooks; '' sends none",
+)
+def dev_stripe(host: str, port: int, forward_to: str) -> None:
+    from urllib.parse import urlsplit
+
+    from api.dev import local_stripe
+
+    target = urlsplit(forward_to)
+    if forward_to and (target.scheme not in ("http", "https") or not target.netloc):
+        raise click.BadParameter("must be an http(s) URL, or ''", param_hint="--forward-to")
+    try:
+        local_stripe.serve(host, port, forward_to=forward_to or None, echo=_echo_now)
+    except OSError as exc:
+        raise click.ClickException(f"cannot listen on {host}:{port}: {exc}") from None
+
+
+def _echo_now(line: str) -> None:
+    click.echo(line)
+    sys.stdout.flush()  # a pipe (a test, `| tee`) sees each line as it happens
 
 
 @main.group(help="Fraud signals.")

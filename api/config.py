@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import secrets
 from typing import Any
 
@@ -105,6 +106,35 @@ def _country_env(name: str, default: str) -> str:
     if not (len(raw) == 2 and raw.isalpha() and raw.isascii()):
         raise SystemExit(f"{name} must be an ISO 3166 alpha-2 country code such as US")
     return raw
+
+
+_BRACKETED = re.compile(r"\[([^\]]+)\]:(\d+)")
+_EVERYWHERE = ("0.0.0.0", "::", "")  # noqa: S104 - names, not a bind
+
+
+def base_url_for_bind(bind: str) -> str | None:
+    """The address a server bound to gunicorn's ``HOST:PORT`` is reached at, as a
+    ``PUBLIC_BASE_URL``. Listening on every address (``0.0.0.0``, ``::``) it is reached
+    at 127.0.0.1 from this machine. None for a bind that is not a host and port
+    (``unix:/path``, ``fd://3``), which has no URL to give."""
+    if bind.startswith("unix:") or "://" in bind:
+        return None
+    bracketed = _BRACKETED.fullmatch(bind)
+    if bracketed:
+        host, port = bracketed.groups()
+    elif bind.count(":") == 1:
+        host, port = bind.split(":")
+    elif ":" not in bind:
+        host, port = bind, "8000"  # gunicorn's port when the bind names none
+    else:
+        return None
+    if not port.isdigit():
+        return None
+    if host in _EVERYWHERE:
+        host = "127.0.0.1"
+    elif ":" in host:
+        host = f"[{host}]"
+    return f"http://{host}:{port}"
 
 
 def from_env() -> dict[str, Any]:

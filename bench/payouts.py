@@ -51,6 +51,7 @@ from sqlalchemy import event, func, insert, select, text  # noqa: E402
 from sqlalchemy.engine import Engine, make_url  # noqa: E402
 from sqlalchemy.pool import NullPool  # noqa: E402
 
+from api.dev.fake_stripe import RemoteFake  # noqa: E402
 from royalties import ledger  # noqa: E402
 from royalties.db import (  # noqa: E402
     create_engine,
@@ -72,7 +73,6 @@ from royalties.models import (  # noqa: E402
 )
 from royalties.payments.stripe import StripeGateway, TransferInfo  # noqa: E402
 from royalties.payouts import DEFAULT_CONCURRENCY  # noqa: E402
-from tests.fakes.fake_stripe import RemoteFake  # noqa: E402
 
 CURRENCY = "USD"
 MIN_PAYOUT = 1000
@@ -89,7 +89,7 @@ def amount_for(i: int) -> int:
 
 def serve_fake(accounts: int, ids_file: str) -> None:
     """Child process: seed ``accounts`` onboarded accounts, write their ids, then serve."""
-    from tests.fakes.fake_stripe import FakeStripe
+    from api.dev.fake_stripe import FakeStripe
 
     fake = FakeStripe(hang_seconds=5)
     ids = [fake.create_account()["id"] for _ in range(accounts)]

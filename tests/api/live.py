@@ -1,13 +1,25 @@
-"""A real HTTP server for tests that need one: the app on 127.0.0.1, in a thread."""
+"""Real servers for tests that need one: the app on 127.0.0.1 in a thread, or the
+``royalties serve`` and ``royalties dev stripe`` commands as processes of their own."""
 
 from __future__ import annotations
 
+import os
+import signal
+import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
+import pytest
 from flask import Flask
 from werkzeug.serving import make_server
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 @contextmanager
@@ -23,3 +35,77 @@ def live_server(app: Flask) -> Iterator[str]:
         server.shutdown()
         thread.join(timeout=5)
         server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@contextmanager
+def royalties_serve(
+    db_url: str, *, port: int | None = None, env: dict[str, str] | None = None
+) -> Iterator[tuple[int, dict[str, str]]]:
+    """``royalties serve`` (one worker) on ``port`` (default: a free one) of 127.0.0.1;
+    yields the port and the environment it runs with, ``env`` added to this process's."""
+    port = port or free_port()
+    # Without PUBLIC_BASE_URL the server's links name the address it is bound to.
+    inherited = {k: v for k, v in os.environ.items() if k != "PUBLIC_BASE_URL"}
+    env = {**inherited, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+    server = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
+        cwd=REPO,
+        env=env,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
+                    break
+            except OSError:
+                if server.poll() is not None or time.monotonic() > deadline:
+                    pytest.fail(f"royalties serve did not start: {server.communicate()[1]}")
+                time.sleep(0.1)
+        yield port, env
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+
+
+@contextmanager
+def dev_stripe(*args: str) -> Iterator[tuple[subprocess.Popen[str], list[str]]]:
+    """``royalties dev stripe ARGS`` as a process; yields it once it printed its banner
+    (up to "Stop with Ctrl-C."), with the banner's lines. Stopped with SIGTERM on exit,
+    unless the test stopped it already."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "api.cli", "dev", "stripe", *args],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        lines: list[str] = []
+        while not lines or lines[-1] != "Stop with Ctrl-C.":
+            line = proc.stdout.readline()
+            if not line:
+                pytest.fail(f"royalties dev stripe stopped: {lines}")
+            lines.append(line.rstrip("\n"))
+        yield proc, lines
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+        proc.wait(timeout=10)
+
+
+def printed_exports(banner: list[str]) -> dict[str, str]:
+    """The ``export NAME=value`` lines of ``royalties dev stripe``'s banner."""
+    pairs = (line.removeprefix("export ").split("=", 1) for line in banner)
+    return {p[0]: p[1] for p in pairs if len(p) == 2 and p[0].startswith("STRIPE_")}

@@ -31,12 +31,12 @@ from sqlalchemy import text
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
+from api.dev.fake_stripe import FakeStripe, make_event, sign_payload
 from royalties.db import Base
 from royalties.keys import hash_key
 from royalties.services.accounts import create_admin_key
 from tests.api.live import live_server
 from tests.conftest import create_test_app
-from tests.fakes.fake_stripe import FakeStripe, make_event, sign_payload
 
 pytestmark = pytest.mark.slow
 

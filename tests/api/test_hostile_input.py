@@ -17,9 +17,9 @@ import requests
 from sqlalchemy.engine import Engine
 from werkzeug.test import TestResponse
 
+from api.dev.fake_stripe import sign_payload
 from tests.api.live import live_server
 from tests.conftest import create_test_app
-from tests.fakes.fake_stripe import sign_payload
 from tests.helpers import Actor, ApiDriver, buy, new_key, row_counts, share
 
 MAX_BODY = 64 * 1024

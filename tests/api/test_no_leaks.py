@@ -27,10 +27,10 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from api.app import CONTENT_SECURITY_POLICY
+from api.dev.fake_stripe import FakeStripe, make_event, sign_payload
 from royalties.services.accounts import create_admin_key
 from tests.api.live import live_server
 from tests.conftest import create_test_app
-from tests.fakes.fake_stripe import FakeStripe, make_event, sign_payload
 
 KEY_SHAPE = re.compile(r"rk_[0-9a-z]{8,}")
 

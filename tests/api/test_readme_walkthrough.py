@@ -6,21 +6,13 @@ changed, to a free one."""
 from __future__ import annotations
 
 import json
-import os
 import re
-import signal
-import socket
 import subprocess
-import sys
-import time
-import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
-from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.api.live import REPO, royalties_serve
+
 README = REPO / "README.md"
 
 
@@ -30,41 +22,6 @@ def walkthrough() -> str:
     match = re.search(r"```sh\n(.*?)```", section, re.S)
     assert match is not None, "the walk-through's sh block"
     return match.group(1)
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-@contextmanager
-def serving(db_url: str) -> Iterator[tuple[int, dict[str, str]]]:
-    port = free_port()
-    env = {**os.environ, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1"}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
-    try:
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/healthz", timeout=1):
-                    break
-            except OSError:
-                if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"royalties serve did not start: {server.communicate()[1]}")
-                time.sleep(0.1)
-        yield port, env
-    finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
 
 
 def run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
@@ -83,7 +40,7 @@ def run_script(script: str, env: dict[str, str]) -> subprocess.CompletedProcess[
 def test_the_readme_walkthrough_runs_as_written_against_a_live_server(db_url):
     script = walkthrough()
     assert "..." not in script, "no placeholder to fill in by hand"
-    with serving(db_url) as (port, env):
+    with royalties_serve(db_url) as (port, env):
         done = run_script(script.replace("localhost:8000", f"localhost:{port}"), env)
     assert done.returncode == 0, (done.stdout, done.stderr)
     out = done.stdout

@@ -15,7 +15,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 import stripe
 
-from tests.fakes.fake_stripe import _CONTROLS, FakeStripe, RemoteFake, standalone
+from api.dev.fake_stripe import _CONTROLS, FakeStripe, RemoteFake, standalone
 
 Json = dict[str, Any]
 DAY = 24 * 60 * 60

@@ -6,8 +6,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from api.dev.fake_stripe import FakeStripe
 from royalties.payments.stripe import StripeGateway
-from tests.fakes.fake_stripe import FakeStripe
 
 
 @pytest.fixture

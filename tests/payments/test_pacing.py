@@ -6,8 +6,8 @@ from __future__ import annotations
 import threading
 import time
 
+from api.dev.fake_stripe import FakeStripe
 from royalties.payments.stripe import Pacer, StripeGateway, default_rate
-from tests.fakes.fake_stripe import FakeStripe
 
 
 def test_the_default_pace_follows_the_key_s_mode_with_headroom() -> None:

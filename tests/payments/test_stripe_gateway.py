@@ -11,9 +11,9 @@ from concurrent.futures import ThreadPoolExecutor
 import pytest
 import stripe
 
+from api.dev.fake_stripe import FakeStripe, make_event, sign_payload, standalone
 from royalties.errors import PaymentDeclined, PaymentUncertain, WebhookError
 from royalties.payments.stripe import StripeGateway, TransferInfo
-from tests.fakes.fake_stripe import FakeStripe, make_event, sign_payload, standalone
 
 SECRET = "whsec_test_secret"
 

@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
+from api.dev.fake_stripe import FakeStripe, make_event, sign_payload
 from tests.conftest import create_test_app
-from tests.fakes.fake_stripe import FakeStripe, make_event, sign_payload
 from tests.helpers import Actor, ApiDriver, buy, share
 
 WEBHOOK_SECRET = "whsec_test_secret"

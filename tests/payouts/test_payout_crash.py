@@ -19,10 +19,10 @@ from sqlalchemy import select
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from api.dev.fake_stripe import standalone
 from royalties import ledger
 from royalties.db import make_sessionmaker
 from royalties.models import Fan, Payout, PayoutEvent
-from tests.fakes.fake_stripe import standalone
 
 REPO = Path(__file__).resolve().parents[2]
 MIN_PAYOUT = 1000

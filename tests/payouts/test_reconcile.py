@@ -8,9 +8,9 @@ from __future__ import annotations
 import time
 from datetime import UTC, datetime, timedelta
 
+from api.dev.fake_stripe import make_event
 from royalties.payments.stripe import StripeGateway
 from royalties.payouts import reconcile
-from tests.fakes.fake_stripe import make_event
 from tests.payouts.test_payout_crash import cli_env, fresh_session, run_cli
 
 YESTERDAY = (datetime.now(UTC) - timedelta(days=1)).strftime("%Y-%m-%d")

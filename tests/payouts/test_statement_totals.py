@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 
-from tests.fakes.fake_stripe import make_event
+from api.dev.fake_stripe import make_event
 from tests.helpers import ledger_is_sound, refund
 
 

@@ -1,5 +1,5 @@
 """Payout runs against Stripe as its documentation says it behaves, point by point (the
-fake in tests/fakes/fake_stripe.py imitates each; its own tests name the documented
+fake in api/dev/fake_stripe.py imitates each; its own tests name the documented
 behaviour): a saved 500 replayed for the key's whole life, keys pruned after 24 hours,
 ``idempotency_error`` for a key reused with other parameters, dropped connections, 429
 beyond a rate, a finite platform balance, the ``transfers`` capability apart from
@@ -11,9 +11,9 @@ from __future__ import annotations
 import pytest
 import stripe
 
+from api.dev.fake_stripe import make_event
 from royalties.models import Fan, PayoutEvent
 from royalties.payments.stripe import StripeGateway
-from tests.fakes.fake_stripe import make_event
 from tests.helpers import age_last_attempt, ledger_is_sound
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import time
 
+from api.dev.fake_stripe import make_event, sign_payload
 from royalties.models import Fan, WebhookEvent
-from tests.fakes.fake_stripe import make_event, sign_payload
 from tests.helpers import ledger_is_sound, row_counts
 from tests.payouts.conftest import WEBHOOK_SECRET
 

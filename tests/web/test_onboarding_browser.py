@@ -4,7 +4,7 @@ dashboard, goes through the fake Stripe's onboarding page and comes back.
 Headless Chromium (Playwright) talks to the app served over HTTP on 127.0.0.1 with
 ``PUBLIC_BASE_URL`` set to that server's own address, so the ``refresh_url`` and
 ``return_url`` the engine hands Stripe bring the browser back to it; the fake Stripe
-(tests/fakes/fake_stripe.py) runs on another port of 127.0.0.1 and serves the account
+(api/dev/fake_stripe.py) runs on another port of 127.0.0.1 and serves the account
 link pages. Every dashboard page is checked under the app's Content-Security-Policy,
 and every URL the browser asked for is kept to prove no API key travels in one.
 Screenshots go to the test's tmp_path, and also to ``$DASHBOARD_SCREENSHOTS`` when
@@ -29,10 +29,10 @@ from itsdangerous import TimestampSigner
 from sqlalchemy.orm import Session
 from werkzeug.serving import make_server
 
+from api.dev.fake_stripe import FakeStripe
 from api.web.onboarding import TOKEN_MAX_AGE, onboarding_urls
 from royalties.models import Fan
 from tests.conftest import create_test_app
-from tests.fakes.fake_stripe import FakeStripe
 from tests.helpers import Actor, ApiDriver
 from tests.web.test_browser import (
     ARGS,

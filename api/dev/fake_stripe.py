@@ -1,11 +1,13 @@
 """A fake Stripe of our own: a real HTTP server on 127.0.0.1 that speaks enough of the
 v1 API (accounts, account links, balance, transfers, reversals) for the official SDK to
-talk to it unchanged, plus knobs to make it fail the way the real one can.
+talk to it unchanged, plus knobs to make it fail the way the real one can. The test
+suite runs it, and ``royalties dev stripe`` serves it for trying payouts locally; it is
+shipped in the package for that, and is never used when the engine serves.
 
 Use it in-process (``with FakeStripe() as fake: StripeGateway("sk_test_x", fake.url)``)
 or as a separate process that a test can SIGKILL around::
 
-    python -m tests.fakes.fake_stripe --port 0     # prints "listening on http://127.0.0.1:N"
+    python -m api.dev.fake_stripe --port 0     # prints "listening on http://127.0.0.1:N"
 
 and steer it over HTTP with :class:`RemoteFake` (``POST /_fake/<control>`` with JSON
 keyword arguments, ``GET /_fake/transfers|accounts|requests|balance|account_links``).
@@ -86,6 +88,13 @@ replay of a saved answer, a 409, a 429 or a 401 does not reach it):
 * ``reverse_transfer(transfer_id, amount=None)``, ``reset()`` (everything, including
   the knobs above, back to the start).
 
+Events: ``on_event`` (None unless set, as in the tests) is called with an event type
+and a copy of the object whenever an account changes (``account.updated``: onboarding
+completed, ``set_payouts_enabled``, ``set_capability``) or a transfer is reversed
+(``transfer.reversed``), as Stripe would send a webhook. It is called under the fake's
+lock: it must hand the event on (``royalties dev stripe`` queues it for delivery), never
+call the fake back.
+
 Snapshots: ``transfers`` (oldest first), ``accounts`` (by id), ``requests`` (method,
 path, key, params, status), ``balance`` ({currency: available}), ``account_links``.
 """
@@ -109,7 +118,7 @@ import time
 import urllib.error
 import urllib.request
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -313,6 +322,7 @@ class FakeStripe:
         platform_country: str = "US",
     ):
         self.hang_seconds = hang_seconds
+        self.on_event: Callable[[str, Json], None] | None = None  # survives reset()
         self._default_country = platform_country.upper()
         self._lock = threading.RLock()
         self._stopping = threading.Event()
@@ -447,6 +457,7 @@ class FakeStripe:
             account["details_submitted"] = account["details_submitted"] or enabled
             account["capabilities"]["transfers"] = "active" if enabled else "inactive"
             account["requirements"] = _requirements(due=not enabled)
+            self._emit("account.updated", account)
             return copy.deepcopy(account)
 
     def set_capability(self, account_id: str, name: str, status: str) -> Json:
@@ -456,6 +467,7 @@ class FakeStripe:
         with self._lock:
             account = self._accounts[account_id]
             account["capabilities"][name] = status
+            self._emit("account.updated", account)
             return copy.deepcopy(account)
 
     def create_account(self, payouts_enabled: bool = True, **fields: Any) -> Json:
@@ -468,6 +480,10 @@ class FakeStripe:
         params = {} if amount is None else {"amount": str(amount)}
         with self._lock:
             return self._reverse(transfer_id, params)
+
+    def _emit(self, kind: str, obj: Json) -> None:
+        if self.on_event is not None:
+            self.on_event(kind, copy.deepcopy(obj))
 
     def _snapshot(self, name: str) -> Any:
         with self._lock:
@@ -649,10 +665,10 @@ class FakeStripe:
                 saved = response if failure.saved else None
                 return response
             except KeyError as missing:
-                failure = StripeFailure(
+                unnamed = StripeFailure(
                     400, f"Missing required param: {missing.args[0]}.", "parameter_missing"
                 )
-                return _Response(failure.status, failure.body)
+                return _Response(unnamed.status, unnamed.body)
             if method != "POST":
                 return response
             response.headers["Idempotency-Key"] = key or ""
@@ -971,6 +987,7 @@ class FakeStripe:
         transfer["reversals"]["data"].insert(0, reversal)
         currency = transfer["currency"]
         self._balance[currency] = self._balance.get(currency, 0) + amount
+        self._emit("transfer.reversed", transfer)
         return copy.deepcopy(reversal)
 
     # -- the browser side of Connect onboarding ------------------------------------------
@@ -1143,11 +1160,11 @@ class RemoteFake:
 
     def _call(self, name: str, payload: Json | None = None) -> Any:
         data = None if payload is None else json.dumps(payload).encode()
-        req = urllib.request.Request(
+        req = urllib.request.Request(  # noqa: S310 - self.url is the fake's own http URL
             f"{self.url}/_fake/{name}", data=data, method="GET" if payload is None else "POST"
         )
         try:
-            with urllib.request.urlopen(req, timeout=10) as resp:
+            with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - as above
                 return json.loads(resp.read())["result"]
         except urllib.error.HTTPError as exc:
             raise RuntimeError(f"fake stripe control {name} failed: {exc.read()!r}") from exc
@@ -1168,10 +1185,10 @@ def _kwargs(name: str, args: tuple[Any, ...], kwargs: Json) -> Json:
 @contextmanager
 def standalone(port: int = 0, *, platform_country: str = "US") -> Iterator[RemoteFake]:
     """Run the fake as a child process; yields a :class:`RemoteFake` on its URL."""
-    cmd = [sys.executable, "-m", "tests.fakes.fake_stripe", "--port", str(port)]
+    cmd = [sys.executable, "-m", "api.dev.fake_stripe", "--port", str(port)]
     cmd += ["--platform-country", platform_country]
     root = Path(__file__).resolve().parents[2]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, cwd=root)  # noqa: S603
     try:
         assert proc.stdout is not None
         line = proc.stdout.readline().strip()
