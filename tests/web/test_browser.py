@@ -24,49 +24,9 @@ from werkzeug.serving import make_server
 from royalties.db import utcnow
 from royalties.models import RewardPlan
 from tests.helpers import buy, share
-from tests.web.conftest import World, _content
+from tests.web.conftest import BROWSER_MARKS, CSP, WATCH_CSP, World, _content
 
-CHROMIUM = "/usr/bin/chromium"
-CSP = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "frame-ancestors 'none'"
-)
-ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-# Records CSP violations in the page (Playwright's init scripts are exempt from CSP).
-WATCH_CSP = """
-window.__csp = [];
-document.addEventListener('securitypolicyviolation', function (e) {
-  window.__csp.push(e.violatedDirective + ' ' + e.blockedURI);
-});
-"""
-
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"no Chromium at {CHROMIUM} (CI installs Debian's chromium; "
-        "locally: apt-get install chromium)",
-    ),
-]
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
+pytestmark = BROWSER_MARKS
 
 
 def _with_csp(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:

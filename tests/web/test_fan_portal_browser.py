@@ -9,14 +9,15 @@ from typing import Any
 
 from royalties.models import Fan
 from tests.helpers import buy
+from tests.web.conftest import BROWSER_MARKS
 from tests.web.test_browser import (  # noqa: F401 - fixtures
     _no_csp_violations,
-    chromium,
     live_url,
     new_page,
-    pytestmark,
     shots,
 )
+
+pytestmark = BROWSER_MARKS
 
 
 def test_a_fan_joins_with_a_ref_code_gets_a_link_and_its_qr_and_sees_a_sale(

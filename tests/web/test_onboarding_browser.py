@@ -34,10 +34,8 @@ from api.web.onboarding import TOKEN_MAX_AGE, onboarding_urls
 from royalties.models import Fan
 from tests.conftest import create_test_app
 from tests.helpers import Actor, ApiDriver
+from tests.web.conftest import BROWSER_MARKS, WATCH_CSP
 from tests.web.test_browser import (
-    ARGS,
-    CHROMIUM,
-    WATCH_CSP,
     _console,
     _no_csp_violations,
     _sign_in,
@@ -46,27 +44,10 @@ from tests.web.test_browser import (
 
 SECRET_KEY = "test-onboarding-secret-key"
 
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(
-        not os.path.exists(CHROMIUM),
-        reason=f"no Chromium at {CHROMIUM} (CI installs Debian's chromium; "
-        "locally: apt-get install chromium)",
-    ),
-]
+pytestmark = BROWSER_MARKS
 
 
 # -- fixtures ------------------------------------------------------------------------------
-
-
-@pytest.fixture(scope="module")
-def chromium() -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        yield browser
-        browser.close()
 
 
 @pytest.fixture
