@@ -23,6 +23,7 @@ from typing import Any
 from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
+from royalties import events
 from royalties.db import advisory_lock
 from royalties.errors import Conflict, GraphError, NotFound
 from royalties.ids import new_id
@@ -85,8 +86,11 @@ def create_fan(
     sponsor_id: str | None = None,
     storefront_id: str | None = None,
     external_id: str | None = None,
+    enrolled_by: str | None = None,
 ) -> Fan:
-    """Add a new fan, attached under ``sponsor_id`` when given. Does not commit."""
+    """Add a new fan, attached under ``sponsor_id`` when given, and its ``fan.enrolled``
+    event (seen by ``enrolled_by``, the storefront whose sale brought the buyer in, and
+    by admins). Does not commit."""
     email = normalize_email(email)
     if session.scalar(select(Fan.id).where(Fan.handle == handle)) is not None:
         raise Conflict(f"handle {handle!r} is taken", fields={"handle": ["already taken"]})
@@ -104,6 +108,7 @@ def create_fan(
     if sponsor_id is None:
         session.add(fan)
         session.flush()
+        _enrolled(session, fan, enrolled_by)
         return fan
     _lock(session, exclusive=False)
     sponsor = session.get(Fan, sponsor_id)
@@ -119,7 +124,22 @@ def create_fan(
         for depth, ancestor in enumerate(upline(session, sponsor.id, MAX_DEPTH - 1), start=1)
     ]
     session.execute(insert(FanAncestor), rows)
+    _enrolled(session, fan, enrolled_by)
     return fan
+
+
+def _enrolled(session: Session, fan: Fan, storefront_id: str | None) -> None:
+    """The ``fan.enrolled`` event: the fan as ``GET /v1/fans/{id}`` shows it (a new fan
+    has no one below it yet: zero at every level)."""
+    data: dict[str, Any] = {
+        "id": fan.id,
+        "handle": fan.handle,
+        "email": fan.email,
+        "sponsor_id": fan.sponsor_id,
+        "created_at": fan.created_at,
+        "downline": [{"level": level, "count": 0} for level in range(1, MAX_DEPTH + 1)],
+    }
+    events.record(session, "fan.enrolled", data, events.Whose(storefront_id=storefront_id))
 
 
 def assign_sponsor(session: Session, fan_id: str, sponsor_id: str, *, strict: bool = True) -> bool:

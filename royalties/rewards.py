@@ -48,9 +48,9 @@ from sqlalchemy import and_, case, or_, select, update
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import ColumnElement
 
-from royalties import ledger
+from royalties import events, ledger
 from royalties.ledger import AccountKind
-from royalties.models import Reward
+from royalties.models import Purchase, Reward
 
 PENDING, AVAILABLE = "pending", "available"
 HELD, APPROVED, REJECTED = "held", "approved", "rejected"
@@ -73,6 +73,70 @@ def shown_state(reward: _RewardRow) -> str:
     if reward.reversed_amount == reward.amount:
         return REVERSED
     return reward.state
+
+
+def view(reward: Any, content_id: str) -> dict[str, Any]:
+    """A reward as the API shows it (``/v1/fans/{id}/rewards``) and as its events carry
+    it. ``reward``: a Reward, or a row with the same attributes."""
+    return {
+        "id": reward.id,
+        "fan_id": reward.fan_id,
+        "purchase_id": reward.purchase_id,
+        "content_id": content_id,
+        "level": reward.level,
+        "amount": reward.amount,
+        "reversed_amount": reward.reversed_amount,
+        "currency": reward.currency,
+        "state": shown_state(reward),
+        "available_at": reward.available_at,
+        "created_at": reward.created_at,
+    }
+
+
+def emit(session: Session, type_: str, reward_ids: list[str], *, now: datetime) -> None:
+    """Write a ``type_`` event for each of these rewards, as they are now in this
+    transaction (flushed first). Does not commit."""
+    if not reward_ids:
+        return
+    session.flush()
+    rows = session.execute(
+        select(
+            *(getattr(Reward, name) for name in _VIEW_COLUMNS),
+            Purchase.content_id,
+            Purchase.storefront_id,
+            Purchase.artist_id,
+        )
+        .join(Purchase, Purchase.id == Reward.purchase_id)
+        .where(Reward.id.in_(reward_ids))
+        .order_by(Reward.purchase_id, Reward.level)
+    ).all()
+    events.record_all(
+        session,
+        (
+            events.Pending(
+                type_,
+                view(row, row.content_id),
+                events.Whose(row.storefront_id, row.artist_id, row.fan_id),
+            )
+            for row in rows
+        ),
+        now=now,
+    )
+
+
+_VIEW_COLUMNS = (
+    "id",
+    "fan_id",
+    "purchase_id",
+    "level",
+    "amount",
+    "reversed_amount",
+    "currency",
+    "state",
+    "review_state",
+    "available_at",
+    "created_at",
+)
 
 
 def counted(reward: Any = Reward) -> ColumnElement[Any]:
@@ -170,18 +234,22 @@ def mature_due(session: Session, *, now: datetime, fan_id: str | None = None) ->
             ledger.post(
                 session, kind="mature", ref=now.isoformat()[:64], currency=currency, lines=lines
             )
+    emit(session, "reward.available", [row[0] for row in moved], now=now)
     return len(moved)
 
 
 # -- review -----------------------------------------------------------------------------
 
 
-def decide(session: Session, reward: Reward, *, approve: bool, artist_id: str) -> None:
+def decide(
+    session: Session, reward: Reward, *, approve: bool, artist_id: str, now: datetime
+) -> None:
     """A person's decision on a held reward (the caller checked it is held and locked
-    its row): approved, it goes on as if never held; rejected, what is left of it goes
-    back to the artist. Does not commit."""
+    its row): approved, it goes on as if never held (``reward.released``); rejected,
+    what is left of it goes back to the artist (``reward.rejected``). Does not commit."""
     if approve:
         reward.review_state = APPROVED
+        emit(session, "reward.released", [reward.id], now=now)
         return
     reward.review_state = REJECTED
     left = reward.amount - reward.reversed_amount
@@ -195,6 +263,7 @@ def decide(session: Session, reward: Reward, *, approve: bool, artist_id: str) -
             ledger.Line(AccountKind.ARTIST_EARNINGS, artist_id, left),
         ],
     )
+    emit(session, "reward.rejected", [reward.id], now=now)
 
 
 # -- refunds ----------------------------------------------------------------------------

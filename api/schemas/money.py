@@ -21,6 +21,7 @@ class BalanceOut(ma.Schema):
 
 class RewardItem(ma.Schema):
     id = ma.fields.String(required=True)
+    fan_id = ma.fields.String(required=True)
     purchase_id = ma.fields.String(required=True)
     content_id = ma.fields.String(required=True)
     level = ma.fields.Integer(required=True)

@@ -16,6 +16,7 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from royalties import rewards
+from royalties.db import utcnow
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import signals
 from royalties.models import Purchase, ReviewDecision, Reward
@@ -76,7 +77,13 @@ def decide(
             raise Conflict(f"reward {reward_id} is not held for review (it is {state})")
         purchase = session.get(Purchase, reward.purchase_id)
         assert purchase is not None
-        rewards.decide(session, reward, approve=decision == "approve", artist_id=purchase.artist_id)
+        rewards.decide(
+            session,
+            reward,
+            approve=decision == "approve",
+            artist_id=purchase.artist_id,
+            now=utcnow(),
+        )
         record_ = ReviewDecision(
             reward_id=reward.id, decision=decision, reason=reason[:500], decided_by=decided_by
         )

@@ -2,6 +2,7 @@
 
 from royalties.models.accounts import ApiKey, SignInLink
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
+from royalties.models.events import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from royalties.models.fraud import FraudSignal, ReviewDecision, SignalClearance
 from royalties.models.graph import Fan, FanAncestor
 from royalties.models.idempotency import IdempotencyRecord
@@ -17,6 +18,7 @@ __all__ = [
     "Artist",
     "Click",
     "Content",
+    "Event",
     "Fan",
     "FanAncestor",
     "FraudSignal",
@@ -37,5 +39,8 @@ __all__ = [
     "SignInLink",
     "SignalClearance",
     "Storefront",
+    "WebhookAttempt",
+    "WebhookDelivery",
+    "WebhookEndpoint",
     "WebhookEvent",
 ]

@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import Update, bindparam, insert, select, update
 from sqlalchemy.orm import Session
 
-from royalties import ledger
+from royalties import events, ledger
 from royalties.db import advisory_lock, table, utcnow
 from royalties.errors import PaymentDeclined, PaymentUncertain
 from royalties.ids import new_id
@@ -41,6 +41,7 @@ from royalties.models import Payout, PayoutEvent
 from royalties.models.payouts import OPEN_STATES
 from royalties.payments.stripe import StripeGateway, TransferInfo
 from royalties.payouts.payable import Candidate
+from royalties.payouts.reading import payout_view
 
 # How long the latest attempt may still be running at Stripe: until then a retry reuses
 # its key (a concurrent one gets 409, a finished one its saved answer), after it a retry
@@ -427,7 +428,18 @@ def _settle(
         ],
     )
     audit(session, payout.payout_id, "submitted", to_state, detail)
+    _emit(session, f"payout.{to_state}", payout_id)
     return Outcome(payout_id, to_state, detail)
+
+
+def _emit(session: Session, type_: str, payout_id: str) -> None:
+    """The payout's event, as ``GET /v1/payouts`` shows it now; an admin's and the
+    fan's (a payout spans artists and storefronts, so it is theirs to see only as
+    rewards)."""
+    session.flush()
+    payout = session.get(Payout, payout_id, populate_existing=True)
+    assert payout is not None
+    events.record(session, type_, payout_view(payout), events.Whose(fan_id=payout.fan_id))
 
 
 def _move(
@@ -499,6 +511,7 @@ def apply_reversal(session: Session, transfer_id: str, amount_reversed: int) -> 
         audit(session, payout.id, "paid", "failed", detail)
     else:
         audit(session, payout.id, "paid", "paid", detail)
+    _emit(session, "payout.reversed", payout.id)
     return payout
 
 

@@ -50,20 +50,6 @@ def fan_rewards(
     )
     rows = page(session.execute(query).all(), limit, lambda row: (row[0].created_at, row[0].id))
     return Page(
-        [
-            {
-                "id": reward.id,
-                "purchase_id": reward.purchase_id,
-                "content_id": content_id,
-                "level": reward.level,
-                "amount": reward.amount,
-                "reversed_amount": reward.reversed_amount,
-                "currency": reward.currency,
-                "state": rewards.shown_state(reward),
-                "available_at": reward.available_at,
-                "created_at": reward.created_at,
-            }
-            for reward, content_id in rows.items
-        ],
+        [rewards.view(reward, content_id) for reward, content_id in rows.items],
         rows.next_cursor,
     )

@@ -11,10 +11,11 @@ work, no cached balance to lock.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
+from types import SimpleNamespace
 from typing import Any
 
 from sqlalchemy import (
@@ -33,7 +34,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session, aliased
 
-from royalties import graph, idempotency, ledger, plans, rewards
+from royalties import events, graph, idempotency, ledger, plans, rewards
 from royalties.attribution import (
     RewardLine,
     how_attributed,
@@ -104,6 +105,26 @@ def receipt(
         "rewards": [{"level": r.level, "fan_id": r.fan_id, "amount": r.amount} for r in rewards],
         "created_at": purchase["created_at"].isoformat(),
     }
+
+
+def _record_events(
+    session: Session,
+    body: dict[str, Any],
+    purchase: dict[str, Any],
+    reward_rows: list[dict[str, Any]],
+    held: Collection[str],
+    now: datetime,
+) -> None:
+    """The sale's events, in its transaction: the purchase, each reward, each hold."""
+    sale = events.Whose(purchase["storefront_id"], purchase["artist_id"])
+    pending = [events.Pending("purchase.recorded", body, sale)]
+    for row in reward_rows:
+        data = rewards.view(SimpleNamespace(**row), purchase["content_id"])
+        whose = events.Whose(sale.storefront_id, sale.artist_id, row["fan_id"])
+        pending.append(events.Pending("reward.created", data, whose))
+        if row["id"] in held:
+            pending.append(events.Pending("reward.held", data, whose))
+    events.record_all(session, pending, now=now)
 
 
 def _unused_code(share_code: str | None, link_owner: str | None) -> list[str]:
@@ -188,28 +209,24 @@ def record_purchase(
             rewards.at_sale(held=reward_id in held, hold_days=sale.hold_days)
             for reward_id in reward_ids
         ]
-        if split.rewards:
-            conn.execute(
-                _INSERT_REWARDS,
-                [
-                    {
-                        "id": reward_id,
-                        "purchase_id": purchase_id,
-                        "level": line.level,
-                        "fan_id": line.fan_id,
-                        "amount": line.amount,
-                        "currency": sale.currency,
-                        "reversed_amount": 0,
-                        "state": start.state,
-                        "review_state": start.review_state,
-                        "available_at": now + timedelta(days=sale.hold_days),
-                        "created_at": now,
-                    }
-                    for line, reward_id, start in zip(
-                        split.rewards, reward_ids, starts, strict=True
-                    )
-                ],
-            )
+        reward_rows = [
+            {
+                "id": reward_id,
+                "purchase_id": purchase_id,
+                "level": line.level,
+                "fan_id": line.fan_id,
+                "amount": line.amount,
+                "currency": sale.currency,
+                "reversed_amount": 0,
+                "state": start.state,
+                "review_state": start.review_state,
+                "available_at": now + timedelta(days=sale.hold_days),
+                "created_at": now,
+            }
+            for line, reward_id, start in zip(split.rewards, reward_ids, starts, strict=True)
+        ]
+        if reward_rows:
+            conn.execute(_INSERT_REWARDS, reward_rows)
         ledger.post(
             session,
             kind="purchase",
@@ -233,6 +250,7 @@ def record_purchase(
             attribution=how_attributed(level1, sale.link_owner),
             warnings=_unused_code(share_code, sale.link_owner),
         )
+        _record_events(session, body, purchase, reward_rows, held, now)
         if claim is not None:
             idempotency.complete(session, claim, body)
         return body
@@ -380,6 +398,7 @@ def _buyer(
         sponsor_id=sale.link_owner,
         storefront_id=storefront_id if ref.external_id is not None else None,
         external_id=ref.external_id,
+        enrolled_by=storefront_id,
     )
     session.flush()
     return fan.id, fan.sponsor_id, fan.email

@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import idempotency, ledger, rewards
+from royalties import events, idempotency, ledger, rewards
 from royalties.attribution import reverse
 from royalties.db import utcnow
 from royalties.errors import Forbidden, NotFound, RefundError
@@ -83,7 +83,7 @@ def refund_purchase(
             ledger.Line(AccountKind.STOREFRONT_RECEIVABLE, purchase.storefront_id, amount),
             ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, -rev.parts[_FEE]),
         ]
-        artist_reversed, reversed_lines = rev.artist, []
+        artist_reversed, reversed_lines, reversed_ids = rev.artist, [], []
         for reward in lines_of_sale:
             taken = rev.parts[reward.id]
             account = rewards.refund_source(reward)
@@ -94,6 +94,8 @@ def refund_purchase(
                 continue
             lines.append(ledger.Line(account, reward.fan_id, -taken, reward.id))
             reward.reversed_amount += taken
+            if taken:
+                reversed_ids.append(reward.id)
             reversed_lines.append({"level": reward.level, "fan_id": reward.fan_id, "amount": taken})
         lines.append(ledger.Line(AccountKind.ARTIST_EARNINGS, purchase.artist_id, -artist_reversed))
         refund = Refund(
@@ -110,6 +112,14 @@ def refund_purchase(
         session.flush()
         ledger.post(session, kind="refund", ref=refund.id, currency=purchase.currency, lines=lines)
         body = refund_receipt(refund, purchase)
+        events.record(
+            session,
+            "refund.recorded",
+            body,
+            events.Whose(purchase.storefront_id, purchase.artist_id),
+            now=now,
+        )
+        rewards.emit(session, "reward.reversed", reversed_ids, now=now)
         if claim is not None:
             idempotency.complete(session, claim, body)
         return body

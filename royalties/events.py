@@ -1,0 +1,104 @@
+"""Events out, the writing side: every change of money or membership becomes an event
+row in the same transaction as the change (the transactional outbox).
+
+The rule: code that changes a purchase, refund, reward, fan or payout calls
+:func:`record` (or :func:`record_all`) before its transaction commits, inside it. So a
+rolled-back purchase leaves no event, and a committed one always has its events: the
+books and the events can never disagree. Nothing here sends anything; the worker
+(``royalties.webhooks``) fans events out to endpoints and delivers them.
+
+An event's body is fixed when it is written: ``{"id", "type", "created_at", "data"}``
+as compact JSON, where ``data`` is the object as the API shows it at that moment
+(datetimes in ISO 8601, as the API writes them). Every attempt of every delivery sends
+and signs these same bytes, and the id (``evt_...``) is the ``webhook-id`` receivers
+deduplicate on.
+
+Whose an event is (``Whose``) decides who may see it: a storefront its purchases,
+refunds and the rewards on them; an artist the sales of its content and their rewards;
+the fan the rewards it earns and its payouts (for its notifications); an admin all.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from datetime import date, datetime
+from typing import Any
+
+from sqlalchemy import insert
+from sqlalchemy.orm import Session
+
+from royalties.db import table, utcnow
+from royalties.ids import new_id
+from royalties.models.events import EVENT_TYPES, Event
+
+_INSERT = insert(table(Event))
+
+
+@dataclass(frozen=True)
+class Whose:
+    """Who an event concerns, and so who may see it."""
+
+    storefront_id: str | None = None
+    artist_id: str | None = None
+    fan_id: str | None = None
+
+
+@dataclass(frozen=True)
+class Pending:
+    """An event to write: its type, its data (the API's object) and whose it is."""
+
+    type: str
+    data: Mapping[str, Any]
+    whose: Whose
+
+
+def _jsonable(value: Any) -> str:
+    if isinstance(value, datetime | date):
+        return value.isoformat()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
+def body(event_id: str, type_: str, created_at: datetime, data: Mapping[str, Any]) -> str:
+    """The exact JSON receivers get (compact; keys in the order written)."""
+    envelope = {"id": event_id, "type": type_, "created_at": created_at, "data": data}
+    return json.dumps(envelope, default=_jsonable, separators=(",", ":"))
+
+
+def record_all(session: Session, events: Iterable[Pending], *, now: datetime | None = None) -> int:
+    """Write these events in the session's transaction, in order, in one statement.
+    Does not commit. Returns how many were written."""
+    now = now or utcnow()
+    rows = []
+    for event in events:
+        if event.type not in EVENT_TYPES:
+            raise ValueError(f"unknown event type {event.type!r}")
+        event_id = new_id("evt")
+        rows.append(
+            {
+                "id": event_id,
+                "type": event.type,
+                "created_at": now,
+                "body": body(event_id, event.type, now, event.data),
+                "storefront_id": event.whose.storefront_id,
+                "artist_id": event.whose.artist_id,
+                "fan_id": event.whose.fan_id,
+                "fanned_out": False,
+            }
+        )
+    if rows:
+        session.connection().execute(_INSERT, rows)
+    return len(rows)
+
+
+def record(
+    session: Session,
+    type_: str,
+    data: Mapping[str, Any],
+    whose: Whose,
+    *,
+    now: datetime | None = None,
+) -> None:
+    """Write one event in the session's transaction. Does not commit."""
+    record_all(session, [Pending(type_, data, whose)], now=now)
