@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 from dataclasses import dataclass
 from typing import Any
 
@@ -192,3 +193,25 @@ def age_last_attempt(session: Session, payout_id: str, *, minutes: int) -> None:
         .values(sent_at=payout.sent_at - timedelta(minutes=minutes))
     )
     session.commit()
+
+
+def events_after(session: Session, seq: int) -> list[dict[str, Any]]:
+    """The events written after ``seq``, as receivers get them (plus whose they are)."""
+    from royalties.models import Event
+
+    rows = session.execute(select(Event).where(Event.seq > seq).order_by(Event.seq)).scalars()
+    out = []
+    for row in rows:
+        body = json.loads(row.body)
+        assert body["id"] == row.id and body["type"] == row.type
+        out.append({**body, "_whose": (row.storefront_id, row.artist_id, row.fan_id)})
+    session.rollback()
+    return out
+
+
+def last_seq(session: Session) -> int:
+    from royalties.models import Event
+
+    seq = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1)) or 0
+    session.rollback()
+    return seq

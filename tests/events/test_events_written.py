@@ -3,34 +3,16 @@ carrying the object as the API shows it (the outbox's writing side)."""
 
 from __future__ import annotations
 
-import json
 from datetime import timedelta
 from typing import Any
 
 import pytest
-from sqlalchemy import select, update
+from sqlalchemy import update
 
 from royalties import idempotency
 from royalties.db import utcnow
-from royalties.models import Event, Reward
-from tests.helpers import buy, refund, row_counts, share
-
-
-def events_after(session: Any, seq: int) -> list[dict[str, Any]]:
-    rows = session.execute(select(Event).where(Event.seq > seq).order_by(Event.seq)).scalars()
-    out = []
-    for row in rows:
-        body = json.loads(row.body)
-        assert body["id"] == row.id and body["type"] == row.type
-        out.append({**body, "_whose": (row.storefront_id, row.artist_id, row.fan_id)})
-    session.rollback()
-    return out
-
-
-def last_seq(session: Any) -> int:
-    seq = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1)) or 0
-    session.rollback()
-    return seq
+from royalties.models import Reward
+from tests.helpers import buy, events_after, last_seq, refund, row_counts, share
 
 
 def rewards_of(api: Any, fan: Any) -> dict[str, dict[str, Any]]:
