@@ -26,6 +26,7 @@ from typing import Any, cast
 from sqlalchemy import (
     JSON,
     BigInteger,
+    Boolean,
     ColumnElement,
     Connection,
     DateTime,
@@ -199,8 +200,9 @@ def table(model: type[Base]) -> Table:
 def insert_rows(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, or_ignore: bool = False
 ) -> None:
-    """Insert ``rows`` (dicts with the same keys; string, integer or NULL values), in
-    order; ``or_ignore`` skips rows that would break a unique constraint.
+    """Insert ``rows`` (dicts with the same keys; string, integer, boolean, UTC datetime
+    or NULL values), in order; ``or_ignore`` skips rows that would break a unique
+    constraint.
 
     On PostgreSQL, one ``INSERT .. SELECT`` from the rows sent as one JSON parameter
     (``json_to_recordset``): an executemany runs one statement per row, each with its
@@ -210,7 +212,11 @@ def insert_rows(
         return
     dialect = conn.dialect.name
     if dialect == "postgresql":
-        stmt = _json_rows_insert(dialect, table, tuple(rows[0]), or_ignore)
+        columns = tuple(rows[0])
+        stmt = _json_rows_insert(dialect, table, columns, or_ignore)
+        stamps = _timestamp_columns(table, columns)
+        if stamps:  # as naive UTC in ISO 8601, which PostgreSQL reads back exactly
+            rows = [{**row, **{c: _naive_utc_text(row[c]) for c in stamps}} for row in rows]
         conn.execute(stmt, {"rows": list(rows)})
     else:  # sqlite3 runs an executemany in C, in process: cheaper than unpacking JSON
         conn.execute(_rows_insert(dialect, table, or_ignore), rows)
@@ -222,9 +228,22 @@ def _rows_insert(dialect: str, table: Table, or_ignore: bool) -> Any:
 
 
 @lru_cache(maxsize=64)
+def _timestamp_columns(table: Table, columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in columns if isinstance(table.c[name].type, UTCDateTime))
+
+
+def _naive_utc_text(value: datetime | None) -> str | None:
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+
+
+@lru_cache(maxsize=64)
 def _json_rows_insert(dialect: str, table: Table, columns: tuple[str, ...], or_ignore: bool) -> Any:
-    for name in columns:  # JSON carries these exactly; a timestamp or a float it would not
-        if not isinstance(table.c[name].type, String | Integer):
+    for name in columns:  # JSON carries these exactly (timestamps as text); a float it would not
+        if not isinstance(table.c[name].type, String | Integer | Boolean | UTCDateTime):
             raise TypeError(f"insert_rows cannot carry {table.name}.{name} through JSON")
     record = (
         func.json_to_recordset(bindparam("rows", type_=JSON))

@@ -26,14 +26,11 @@ from dataclasses import dataclass
 from datetime import date, datetime
 from typing import Any
 
-from sqlalchemy import insert
 from sqlalchemy.orm import Session
 
-from royalties.db import table, utcnow
+from royalties.db import insert_rows, table, utcnow
 from royalties.ids import new_id
 from royalties.models.events import EVENT_TYPES, Event
-
-_INSERT = insert(table(Event))
 
 
 @dataclass(frozen=True)
@@ -87,8 +84,7 @@ def record_all(session: Session, events: Iterable[Pending], *, now: datetime | N
                 "fanned_out": False,
             }
         )
-    if rows:
-        session.connection().execute(_INSERT, rows)
+    insert_rows(session.connection(), table(Event), rows)
     return len(rows)
 
 

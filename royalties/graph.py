@@ -87,10 +87,12 @@ def create_fan(
     storefront_id: str | None = None,
     external_id: str | None = None,
     enrolled_by: str | None = None,
+    events_out: list[events.Pending] | None = None,
 ) -> Fan:
     """Add a new fan, attached under ``sponsor_id`` when given, and its ``fan.enrolled``
     event (seen by ``enrolled_by``, the storefront whose sale brought the buyer in, and
-    by admins). Does not commit."""
+    by admins): written now, or appended to ``events_out`` for a caller that writes its
+    transaction's events together. Does not commit."""
     email = normalize_email(email)
     if session.scalar(select(Fan.id).where(Fan.handle == handle)) is not None:
         raise Conflict(f"handle {handle!r} is taken", fields={"handle": ["already taken"]})
@@ -108,7 +110,7 @@ def create_fan(
     if sponsor_id is None:
         session.add(fan)
         session.flush()
-        _enrolled(session, fan, enrolled_by)
+        _enrolled(session, fan, enrolled_by, events_out)
         return fan
     _lock(session, exclusive=False)
     sponsor = session.get(Fan, sponsor_id)
@@ -124,11 +126,16 @@ def create_fan(
         for depth, ancestor in enumerate(upline(session, sponsor.id, MAX_DEPTH - 1), start=1)
     ]
     session.execute(insert(FanAncestor), rows)
-    _enrolled(session, fan, enrolled_by)
+    _enrolled(session, fan, enrolled_by, events_out)
     return fan
 
 
-def _enrolled(session: Session, fan: Fan, storefront_id: str | None) -> None:
+def _enrolled(
+    session: Session,
+    fan: Fan,
+    storefront_id: str | None,
+    events_out: list[events.Pending] | None,
+) -> None:
     """The ``fan.enrolled`` event: the fan as ``GET /v1/fans/{id}`` shows it (a new fan
     has no one below it yet: zero at every level)."""
     data: dict[str, Any] = {
@@ -139,7 +146,11 @@ def _enrolled(session: Session, fan: Fan, storefront_id: str | None) -> None:
         "created_at": fan.created_at,
         "downline": [{"level": level, "count": 0} for level in range(1, MAX_DEPTH + 1)],
     }
-    events.record(session, "fan.enrolled", data, events.Whose(storefront_id=storefront_id))
+    event = events.Pending("fan.enrolled", data, events.Whose(storefront_id=storefront_id))
+    if events_out is None:
+        events.record_all(session, [event])
+    else:
+        events_out.append(event)
 
 
 def assign_sponsor(session: Session, fan_id: str, sponsor_id: str, *, strict: bool = True) -> bool:

@@ -109,15 +109,17 @@ def receipt(
 
 def _record_events(
     session: Session,
+    pending: list[events.Pending],
     body: dict[str, Any],
     purchase: dict[str, Any],
     reward_rows: list[dict[str, Any]],
     held: Collection[str],
     now: datetime,
 ) -> None:
-    """The sale's events, in its transaction: the purchase, each reward, each hold."""
+    """The sale's events, in its transaction and in one statement: a new buyer's
+    (already in ``pending``), the purchase, each reward, each hold."""
     sale = events.Whose(purchase["storefront_id"], purchase["artist_id"])
-    pending = [events.Pending("purchase.recorded", body, sale)]
+    pending.append(events.Pending("purchase.recorded", body, sale))
     for row in reward_rows:
         data = rewards.view(SimpleNamespace(**row), purchase["content_id"])
         whose = events.Whose(sale.storefront_id, sale.artist_id, row["fan_id"])
@@ -165,7 +167,8 @@ def record_purchase(
             )
         if sale.plan_id is None:  # every artist gets version 1 at creation: a broken database
             raise PlanError(f"artist {sale.artist_id} has no reward plan")
-        buyer_id, buyer_sponsor, buyer_email = _buyer(session, sale, buyer, storefront_id)
+        pending: list[events.Pending] = []  # the sale's events, written together at the end
+        buyer_id, buyer_sponsor, buyer_email = _buyer(session, sale, buyer, storefront_id, pending)
         level1 = level_one(sale.link_owner, buyer_id, buyer_sponsor)
         rates: list[int] = sale.level_rates_bps
         upline = _upline(conn, level1, len(rates) - 1) if level1 else []
@@ -250,7 +253,7 @@ def record_purchase(
             attribution=how_attributed(level1, sale.link_owner),
             warnings=_unused_code(share_code, sale.link_owner),
         )
-        _record_events(session, body, purchase, reward_rows, held, now)
+        _record_events(session, pending, body, purchase, reward_rows, held, now)
         if claim is not None:
             idempotency.complete(session, claim, body)
         return body
@@ -376,7 +379,11 @@ def _upline_query() -> CompoundSelect[Any]:
 
 
 def _buyer(
-    session: Session, sale: Row[Any], ref: BuyerRef, storefront_id: str
+    session: Session,
+    sale: Row[Any],
+    ref: BuyerRef,
+    storefront_id: str,
+    events_out: list[events.Pending],
 ) -> tuple[str, str | None, str | None]:
     """The buyer's fan id, sponsor and email; a buyer who is not a fan yet joins the
     graph under whoever brought them, and a sponsor-less fan gets the link's owner."""
@@ -399,6 +406,7 @@ def _buyer(
         storefront_id=storefront_id if ref.external_id is not None else None,
         external_id=ref.external_id,
         enrolled_by=storefront_id,
+        events_out=events_out,
     )
     session.flush()
     return fan.id, fan.sponsor_id, fan.email

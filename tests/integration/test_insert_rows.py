@@ -75,5 +75,23 @@ def test_nothing_to_insert_is_no_statement(session):
 def test_columns_json_cannot_carry_exactly_are_refused(session):
     if session.get_bind().dialect.name != "postgresql":
         pytest.skip("only the PostgreSQL path goes through JSON")
-    with pytest.raises(TypeError, match="created_at"):
-        insert_rows(session.connection(), table(Purchase), [{"id": "p", "created_at": None}])
+    with pytest.raises(TypeError, match="chain"):
+        insert_rows(session.connection(), table(Purchase), [{"id": "p", "chain": None}])
+
+
+def test_utc_timestamps_and_booleans_come_back_exactly(session):
+    from datetime import UTC, datetime, timedelta, timezone
+
+    from royalties.models import Event
+
+    at = datetime(2026, 12, 2, 6, 30, 15, 123456, tzinfo=timezone(timedelta(hours=2)))
+    rows = [
+        {"id": "e1", "type": "t", "created_at": at, "body": "{}", "fanned_out": True},
+        {"id": "e2", "type": "t", "created_at": utcnow(), "body": "{}", "fanned_out": False},
+    ]
+    insert_rows(session.connection(), table(Event), rows)
+    got = session.execute(
+        select(Event.id, Event.created_at, Event.fanned_out).order_by(Event.seq)
+    ).all()
+    assert got == [(r["id"], r["created_at"].astimezone(UTC), r["fanned_out"]) for r in rows]
+    session.rollback()
