@@ -139,8 +139,6 @@ class Outcome:
     state: str
     detail: str
     code: str | None = None  # Stripe's error code, when Stripe refused or failed
-    currency: str | None = None
-    amount: int = 0
 
     @property
     def lost_race(self) -> bool:
@@ -369,7 +367,7 @@ def _look(
 
 def _outcome(attempt: Attempt, state: str, detail: str, exc: Exception | None = None) -> Outcome:
     code = getattr(exc, "fields", {}).get("stripe_code") if exc is not None else None
-    return Outcome(attempt.payout_id, state, detail, code, attempt.currency, attempt.amount)
+    return Outcome(attempt.payout_id, state, detail, code)
 
 
 def mark_paid(
