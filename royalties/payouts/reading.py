@@ -115,7 +115,7 @@ def run_payouts_page(
         limit=limit,
         cursor=cursor,
     )
-    rows = page(list(session.execute(query).tuples()), limit, lambda r: (r[0].created_at, r[0].id))
+    rows = page(list(session.execute(query).all()), limit, lambda r: (r[0].created_at, r[0].id))
     failed = [p.id for p, _ in rows.items if p.state == "failed"]
     reasons: dict[str, str] = {}
     if failed:

@@ -31,7 +31,7 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from royalties.db import advisory_lock, utcnow
+from royalties.db import advisory_lock, make_sessionmaker, utcnow
 from royalties.errors import RoyaltiesError, RunInProgress
 from royalties.ids import new_id
 from royalties.models import PayoutRun
@@ -138,7 +138,7 @@ def run_recorded(
     """Run the recorded run ``run_id`` to its end, writing its progress; a run that
     raises is finished with its error (logged; None returned)."""
     try:
-        with Session(engine) as session:
+        with make_sessionmaker(engine)() as session:
             return run_payouts(
                 session,
                 gateway,
