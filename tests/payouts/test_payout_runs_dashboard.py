@@ -133,6 +133,10 @@ def test_starting_while_a_run_is_running_is_refused_and_a_stopped_one_blocks_not
     assert refused.status_code == 409
     assert "Run run_busy is still running" in text and "wait for it to finish" in text
     assert run_count(session) == 1 and app.extensions.get(THREADS, []) == []
+    running = admin.get("/dashboard/admin/payouts/runs/run_busy").get_data(as_text=True)
+    assert "nothing yet" not in running and "counting what to pay" in running
+    assert '<noscript><meta http-equiv="refresh" content="3"></noscript>' in running  # no JS
+    assert "payout_run.js" in running
 
     # Its process died: no progress for longer than STALE_AFTER.
     stale = now - tracking.STALE_AFTER - timedelta(seconds=1)
