@@ -39,6 +39,7 @@ STATUS_BY_ERROR: list[tuple[type[e.RoyaltiesError], int]] = [
     (e.IdempotencyKeyReused, 422),
     (e.IdempotencyInFlight, 409),
     (e.Conflict, 409),
+    (e.RunInProgress, 409),
     (e.WebhookError, 400),
     (e.PayoutAccountMissing, 409),
     (e.PaymentDeclined, 502),

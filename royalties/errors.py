@@ -119,6 +119,13 @@ class PayoutError(RoyaltiesError):
     code = "payout"
 
 
+class RunInProgress(PayoutError):
+    """Raised when a payout run is started while another one is unfinished and has
+    made progress recently (``royalties/payouts/tracking.py``)."""
+
+    code = "run_in_progress"
+
+
 class PaymentDeclined(PayoutError):
     """Raised when Stripe definitely refused a call (4xx): nothing happened there."""
 

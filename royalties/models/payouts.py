@@ -18,6 +18,7 @@ from __future__ import annotations
 from datetime import datetime
 
 from sqlalchemy import (
+    JSON,
     BigInteger,
     CheckConstraint,
     ForeignKey,
@@ -37,12 +38,29 @@ _BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
 
 
 class PayoutRun(Base):
+    """One payout run. A run started from the dashboard also records who asked, its
+    progress (``total`` payouts to settle, ``done`` so far, when that was last written),
+    what it did not pay and why, and the error that stopped it, if one did; the rules
+    that read these columns live in ``royalties/payouts/tracking.py``."""
+
     __tablename__ = "payout_runs"
+    __table_args__ = (
+        CheckConstraint("done >= 0 AND (total IS NULL OR done <= total)", "progress_bounds"),
+        Index("ix_payout_runs_started_at_id", "started_at", "id"),
+    )
 
     id: Mapped[str] = mapped_column(String(32), primary_key=True)
     started_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     finished_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     min_payout: Mapped[int] = mapped_column(BigInteger)
+    requested_by: Mapped[str | None] = mapped_column(String(64))
+    total: Mapped[int | None] = mapped_column(Integer)
+    done: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    progress_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
+    # reason (payable.NOT_PAID_REASONS) -> count; currency -> minor units held back
+    not_paid: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    balance_short: Mapped[dict[str, int] | None] = mapped_column(JSON)
+    error: Mapped[str | None] = mapped_column(String(500))
 
 
 class Payout(Base):

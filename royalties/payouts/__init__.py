@@ -48,10 +48,13 @@ The rooms:
   (``NOT_PAID_REASONS``).
 - ``runs``: one payout run, the use case -- maturing, the platform-balance budget, the
   sender threads, and every commit and rollback of a run.
+- ``tracking``: a run's record while it runs -- starting one (one at a time), its
+  progress, and whether it is running, finished or stopped (``status``).
 - ``connections``: the senders' sessions and PostgreSQL's ``plan_cache_mode``.
 - ``onboarding``: a fan's Stripe account and its onboarding links.
 - ``webhooks``: Stripe's events about accounts and transfers.
-- ``reading``: what people see -- payouts, their audit trail, a run's not-paid counts.
+- ``reading``: what people see -- payouts, their audit trail, runs and their payouts
+  with why each failed, a run's not-paid counts.
 - ``reconcile``: open payouts settled from Stripe; Stripe's transfers against the ledger.
 """
 
@@ -63,7 +66,15 @@ from royalties.payouts.onboarding import (
     refresh_account,
 )
 from royalties.payouts.payable import NOT_PAID_REASONS, Minimums
-from royalties.payouts.reading import get_payout, list_payouts, not_paid_view, payout_view
+from royalties.payouts.reading import (
+    get_payout,
+    get_run,
+    list_payouts,
+    list_runs,
+    not_paid_view,
+    payout_view,
+    run_payouts_page,
+)
 from royalties.payouts.reconcile import reconcile, settle_open
 from royalties.payouts.runs import DEFAULT_CONCURRENCY, Progress, RunReport, run_payouts
 from royalties.payouts.webhooks import handle_webhook
@@ -79,13 +90,16 @@ __all__ = [
     "RunReport",
     "connect_account",
     "get_payout",
+    "get_run",
     "handle_webhook",
     "list_payouts",
+    "list_runs",
     "not_paid_view",
     "onboarding_link",
     "payout_view",
     "reconcile",
     "refresh_account",
     "run_payouts",
+    "run_payouts_page",
     "settle_open",
 ]

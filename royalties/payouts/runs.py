@@ -26,6 +26,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
 from royalties.db import utcnow
+from royalties.errors import NotFound
 from royalties.ids import new_id
 from royalties.models import PayoutRun
 from royalties.payments.stripe import StripeGateway
@@ -99,11 +100,16 @@ def run_payouts(
     progress: Progress | None = None,
     concurrency: int = 1,
     rekey_after: timedelta = machine.REKEY_AFTER,
+    run_id: str | None = None,
 ) -> RunReport:
     """One payout run: mature due rewards, read the platform balance, then -- up to
     ``concurrency`` at once -- settle or retry open payouts and claim and send a payout
     for every payable fan and currency at or above its minimum, as far as the platform
-    balance covers them (the rest stays available; the report says how much)."""
+    balance covers them (the rest stays available; the report says how much).
+
+    ``run_id`` names a run already recorded (``tracking.start``); without it the run is
+    recorded here. Its last commit writes the run's figures (total, done, what it did
+    not pay and why) with ``finished_at``."""
     minimums = min_payout if isinstance(min_payout, Minimums) else Minimums(min_payout)
     now = now or utcnow()
     lock = threading.Lock()
@@ -113,11 +119,14 @@ def run_payouts(
         with lock:
             report_tick(event, n)
 
-    run = PayoutRun(id=new_id("run"), min_payout=minimums.default, started_at=now)
     with unit_of_work(session):
-        session.add(run)
+        if run_id is None:
+            run_id = new_id("run")
+            session.add(PayoutRun(id=run_id, min_payout=minimums.default, started_at=now))
+        elif session.get(PayoutRun, run_id) is None:
+            raise NotFound(f"payout run {run_id} does not exist")
         mature_due(session, now=now)
-    report = RunReport(run.id)
+    report = RunReport(run_id)
 
     with one_connection(session.get_bind()) as work:
         retry = machine.open_payouts(work)
@@ -141,7 +150,7 @@ def run_payouts(
             short_of_balance()
     for candidate in plan.candidates:
         if budget.reserve(candidate.currency, candidate.available):
-            claim = _claim_job(gateway, run.id, candidate, minimums.of(candidate.currency), now)
+            claim = _claim_job(gateway, run_id, candidate, minimums.of(candidate.currency), now)
             jobs.append((candidate.currency, candidate.available, claim))
         else:
             short_of_balance()
@@ -162,7 +171,11 @@ def run_payouts(
     _in_parallel(session.get_bind(), concurrency, jobs, do)
     report.short = dict(budget.short)
     with unit_of_work(session):
-        session.get(PayoutRun, run.id).finished_at = utcnow()  # type: ignore[union-attr]
+        row = session.get(PayoutRun, run_id)
+        assert row is not None
+        row.finished_at = row.progress_at = utcnow()
+        row.total = row.done = len(jobs)
+        row.not_paid, row.balance_short = dict(report.not_paid), dict(report.short)
     return report
 
 

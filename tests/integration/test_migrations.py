@@ -395,3 +395,44 @@ def test_0008_adds_sign_in_links_and_artist_emails_and_downgrades_cleanly(tmp_pa
             ]
         upgrade(url)
         engine.dispose()
+
+
+def test_0009_leaves_earlier_runs_unfinished_of_nothing_and_downgrades_cleanly(tmp_path, db_url):
+    """Earlier runs get no requester, no total and done 0; done stays within the total;
+    a downgrade drops the progress and keeps the runs."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0008")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO payout_runs (id, started_at, finished_at, min_payout) "
+                    "VALUES ('run_a', '2026-12-01 12:00:00', '2026-12-01 12:01:00', 1000)"
+                )
+            )
+        upgrade(url)
+        with engine.begin() as conn:
+            row = conn.execute(
+                text(
+                    "SELECT requested_by, total, done, progress_at, not_paid, balance_short, "
+                    "error FROM payout_runs"
+                )
+            ).one()
+            assert tuple(row) == (None, None, 0, None, None, None, None)
+            conn.execute(
+                text(
+                    "UPDATE payout_runs SET total = 3, done = 3, requested_by = 'key_1', "
+                    "not_paid = :np WHERE id = 'run_a'"
+                ),
+                {"np": '{"under_minimum": 2}'},
+            )
+        for bad in ("done = 4", "done = -1"):
+            with engine.connect() as conn, pytest.raises(Exception, match=r"(?i)check"):
+                conn.execute(text(f"UPDATE payout_runs SET {bad} WHERE id = 'run_a'"))
+        command.downgrade(alembic_config(url), "0008")
+        columns = {c["name"] for c in inspect(engine).get_columns("payout_runs")}
+        assert columns == {"id", "started_at", "finished_at", "min_payout"}
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM payout_runs")).scalars().all() == ["run_a"]
+        upgrade(url)
+        engine.dispose()
