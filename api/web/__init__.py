@@ -4,7 +4,7 @@ Registered on the Flask app directly (``app.register_blueprint``), not through t
 flask-smorest Api, so it stays out of the OpenAPI document.
 """
 
-from api.web import content, links, onboarding, operator, review  # noqa: F401 - their pages
+from api.web import audit, content, links, onboarding, operator, review  # noqa: F401 - their pages
 from api.web.join import public
 from api.web.views import bp
 

@@ -25,6 +25,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from royalties import audit
+from royalties.audit import Actor
 from royalties.db import utcnow
 from royalties.ids import new_id
 from royalties.models import PayoutRun
@@ -99,6 +101,7 @@ def run_payouts(
     progress: Progress | None = None,
     concurrency: int = 1,
     rekey_after: timedelta = machine.REKEY_AFTER,
+    actor: Actor | None = None,
 ) -> RunReport:
     """One payout run: mature due rewards, read the platform balance, then -- up to
     ``concurrency`` at once -- settle or retry open payouts and claim and send a payout
@@ -116,6 +119,8 @@ def run_payouts(
     run = PayoutRun(id=new_id("run"), min_payout=minimums.default, started_at=now)
     with unit_of_work(session):
         session.add(run)
+        detail = {"min_payout": minimums.default, "concurrency": concurrency}
+        audit.record(session, actor, "payout_run.started", run.id, detail)
         mature_due(session, now=now)
     report = RunReport(run.id)
 
