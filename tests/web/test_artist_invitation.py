@@ -157,7 +157,7 @@ def test_only_an_admin_invites_and_only_a_known_artist(api, inbox):
 def test_the_accounts_page_lists_artists_and_invites_one(api, app, operator, inbox):
     made = api.ok("POST", "/v1/artists", api.admin, {"name": "Ona", "email": "ona@x.io"}, 201)
     page = operator.get("/dashboard/admin/accounts").get_data(as_text=True)
-    row = re.search(rf'<tr data-artist="{made["id"]}">.*?</tr>', page, re.S).group(0)
+    row = re.search(rf'<li data-artist="{made["id"]}">.*?</li>', page, re.S).group(0)
     assert "ona@x.io" in row and "never" in row
     assert (
         f'id="invite-{made["id"]}" name="email" type="email" maxlength="254" value="ona@x.io"'
@@ -170,7 +170,7 @@ def test_the_accounts_page_lists_artists_and_invites_one(api, app, operator, inb
     assert message["To"] == "ona@new.io"
     after = operator.get("/dashboard/admin/accounts").get_data(as_text=True)
     assert "Sent Ona an invitation at ona@new.io" in after
-    row = re.search(rf'<tr data-artist="{made["id"]}">.*?</tr>', after, re.S).group(0)
+    row = re.search(rf'<li data-artist="{made["id"]}">.*?</li>', after, re.S).group(0)
     assert "never" not in row and "ona@new.io" in row
     assert use(Browser(app), links_in(message)[0]).status_code == 302
 
