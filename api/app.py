@@ -57,6 +57,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     from api.resources import (
         accounts,
+        audit,
         catalog,
         fans,
         insights,
@@ -68,7 +69,8 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         sales,
     )
 
-    for module in (accounts, catalog, fans, links, sales, money, payouts, keys, review, insights):
+    modules = (accounts, catalog, fans, links, sales, money, payouts, keys, review, insights, audit)
+    for module in modules:
         api.register_blueprint(module.blp)
 
     from api import web

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 from flask import g, request
 
 from api.extensions import db
+from royalties.audit import Actor
 from royalties.errors import Forbidden
 from royalties.errors import Unauthenticated as Unauthorized
 from royalties.keys import Principal, authenticate
@@ -35,6 +36,12 @@ def current_principal() -> Principal:
             raise Unauthorized("the API key is unknown or revoked")
         g.principal = principal
     return principal
+
+
+def actor() -> Actor:
+    """The caller as the audit log names it (``royalties/audit.py``)."""
+    principal = current_principal()
+    return Actor(principal.key_id, principal.role, principal.owner_id)
 
 
 def require(*roles: str) -> Callable[[F], F]:

@@ -37,13 +37,14 @@ def admin_key() -> None:
 
 @admin_key.command("create", help="Print a new admin API key (shown once, alone on the last line).")
 def admin_key_create() -> None:
+    from royalties.audit import COMMAND_LINE
     from royalties.services.accounts import create_admin_key
 
     _require_schema()
     engine = make_engine()
     try:
         with make_sessionmaker(engine)() as session:
-            key = create_admin_key(session)
+            key = create_admin_key(session, actor=COMMAND_LINE)
     finally:
         engine.dispose()
     click.echo("New admin API key (store it now; it is not shown again):", err=True)
@@ -118,6 +119,7 @@ def payouts_run(concurrency: int | None) -> None:
 
     from api.config import from_env, minimums
     from api.extensions import gateway_from_config
+    from royalties.audit import COMMAND_LINE
     from royalties.errors import RoyaltiesError
     from royalties.payouts import not_paid_view, run_payouts
 
@@ -151,6 +153,7 @@ def payouts_run(concurrency: int | None) -> None:
                 min_payout=minimums(config),
                 progress=tick,
                 concurrency=concurrency or config["PAYOUT_CONCURRENCY"],
+                actor=COMMAND_LINE,
             )
     except RoyaltiesError as exc:
         raise click.ClickException(exc.detail) from None

@@ -167,6 +167,9 @@ def from_env() -> dict[str, Any]:
         # Addresses that sign in as admin (comma-separated); fans and artists sign in
         # with the email on their own row.
         "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", ""),
+        # How long the sign-in link of an artist's invitation works (a sign-in link
+        # asked for on the login page works 15 minutes).
+        "INVITE_LINK_HOURS": _positive("INVITE_LINK_HOURS", _int_env("INVITE_LINK_HOURS", 72)),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),

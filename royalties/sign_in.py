@@ -12,7 +12,8 @@ holds one link per identity.
 The rules:
 
 - A link's token is 160 random bits; only its SHA-256 is stored, as for API keys.
-- A link works once and for ``LINK_TTL`` (15 minutes): using it is one conditional
+- A link works once and for ``LINK_TTL`` (15 minutes; an artist's invitation, for
+  ``INVITE_LINK_HOURS``, 72 by default): using it is one conditional
   UPDATE that only matches an unused, unexpired link, so of two concurrent uses exactly
   one wins, on SQLite and PostgreSQL alike.
 - Asking for a link answers the same whether the address is known or not (the caller
@@ -121,8 +122,16 @@ def identities(session: Session, email: str, admin_emails: Collection[str]) -> l
     return found
 
 
-def issue(session: Session, email: str, people: list[Identity], now: datetime) -> list[Issued]:
-    """Add one link per identity to the session (none for an unknown address).
+def issue(
+    session: Session,
+    email: str,
+    people: list[Identity],
+    now: datetime,
+    *,
+    ttl: timedelta = LINK_TTL,
+) -> list[Issued]:
+    """Add one link per identity to the session (none for an unknown address), each
+    working once for ``ttl`` (an invitation's link lives longer than ``LINK_TTL``).
 
     A token is made and hashed even when there is nobody to send it to, so that an
     unknown address costs what a known one does, up to the insert."""
@@ -140,7 +149,7 @@ def issue(session: Session, email: str, people: list[Identity], now: datetime) -
                 role=person.role,
                 owner_id=person.owner_id,
                 created_at=now,
-                expires_at=now + LINK_TTL,
+                expires_at=now + ttl,
             )
         )
         issued.append(Issued(person, token))

@@ -7,7 +7,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.auth import current_principal, require
+from api.auth import actor, current_principal, require
 from api.extensions import db
 from api.schemas.keys import Key, KeyPage, KeyQuery, KeyRotated
 from royalties.models import ApiKey
@@ -36,7 +36,7 @@ class KeyRotation(MethodView):
     @blp.response(201, KeyRotated)
     def post(self) -> Rotated:
         """Replace the calling key (any role) with a new one; the old one stops at once"""
-        return keys.rotate_key(db.session, key_id=current_principal().key_id)
+        return keys.rotate_key(db.session, key_id=current_principal().key_id, actor=actor())
 
 
 @blp.route("/keys/<key_id>/revoke")
@@ -45,4 +45,4 @@ class KeyRevocation(MethodView):
     @blp.response(200, Key)
     def post(self, key_id: str) -> ApiKey:
         """Revoke a key at once (admin); revoking a revoked key is a no-op"""
-        return keys.revoke_key(db.session, key_id=key_id)
+        return keys.revoke_key(db.session, key_id=key_id, actor=actor())

@@ -8,7 +8,7 @@ from flask import current_app, request
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.auth import current_principal, own, require
+from api.auth import actor, current_principal, own, require
 from api.config import minimums
 from api.extensions import db, stripe_gateway
 from api.schemas.payouts import (
@@ -73,6 +73,7 @@ class PayoutRuns(MethodView):
             stripe_gateway(),
             min_payout=minimums(config),
             concurrency=config["PAYOUT_CONCURRENCY"],
+            actor=actor(),
         )
         ids = [o.payout_id for o in report.outcomes]
         rows = {p.id: p for p in db.session.query(Payout).filter(Payout.id.in_(ids))} if ids else {}

@@ -8,7 +8,7 @@ from typing import Any
 from flask.views import MethodView
 from flask_smorest import Blueprint
 
-from api.auth import current_principal, require
+from api.auth import actor, current_principal, require
 from api.extensions import db
 from api.schemas.common import PageQuery
 from api.schemas.review import (
@@ -49,6 +49,7 @@ class ReviewDecision(MethodView):
             decision=body["decision"],
             reason=body["reason"],
             decided_by=current_principal().key_id,
+            actor=actor(),
         )
 
 
@@ -84,4 +85,5 @@ class SignalClear(MethodView):
             signal_id=signals.parse_id(signal_id),
             reason=body["reason"],
             cleared_by=current_principal().key_id,
+            actor=actor(),
         )

@@ -5,6 +5,7 @@ flask-smorest Api, so it stays out of the OpenAPI document.
 """
 
 from api.web import (  # noqa: F401 - their pages
+    audit,
     content,
     links,
     onboarding,

@@ -40,6 +40,7 @@ def start_payout_run(viewer: signin.Viewer) -> str:
         db.session,
         requested_by=viewer.key_id or viewer.link_id or "dashboard",
         min_payout=config["MIN_PAYOUT"],
+        actor=viewer.actor,
     )
     thread = tracking.in_background(
         db.engine,

@@ -1,6 +1,7 @@
 """The operator's review queue in the dashboard: held rewards with the signals that hold
 them; approve or reject one or many with a reason; clear a signal on a fan or a link.
-The same services as ``/v1/review`` (audited the same way, by the admin's key id)."""
+The same services as ``/v1/review`` (audited the same way, by the admin's key id, and
+in the operator's audit log)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def review_decide() -> Any:
                 decision=decision,
                 reason=reason,
                 decided_by=viewer.key_id,
+                actor=viewer.actor,
             )
             done += 1
         except (Conflict, NotFound) as exc:  # decided meanwhile, or a stale page
@@ -85,6 +87,7 @@ def review_clear_signal(signal_id: str) -> Any:
         signal_id=signals.parse_id(signal_id),
         reason=reason,
         cleared_by=viewer.key_id,
+        actor=viewer.actor,
     )
     flash(
         f"Cleared the {cleared['kind']} signal on {cleared['subject_type']} "

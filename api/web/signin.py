@@ -27,6 +27,7 @@ from sqlalchemy import select
 
 from api.extensions import db
 from royalties import sign_in as links
+from royalties.audit import Actor
 from royalties.errors import Forbidden
 from royalties.keys import Principal
 from royalties.models import ApiKey
@@ -49,6 +50,11 @@ class Viewer:
     role: str
     owner_id: str | None
     link_id: str | None = None
+
+    @property
+    def actor(self) -> Actor:
+        """The viewer as the audit log names it (``royalties/audit.py``)."""
+        return Actor(self.key_id, self.role, self.owner_id, link_id=self.link_id)
 
     def may_view(self, role: str, owner_id: str) -> bool:
         return self.role == "admin" or (self.role == role and self.owner_id == owner_id)

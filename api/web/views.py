@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 from collections.abc import Mapping
 from datetime import timedelta
-from email.message import EmailMessage
 from typing import Any
 
 from flask import (
@@ -34,6 +33,7 @@ from api.config import minimums
 from api.errors import status_for
 from api.extensions import db, outbox
 from api.web import charts, formatting, forms, signin
+from api.web.mail import sign_in_mail
 from api.web.pages import artist_page, fan_page
 from royalties import plans
 from royalties import sign_in as sign_in_rules
@@ -42,11 +42,9 @@ from royalties.ids import looks_like_id
 from royalties.keys import authenticate
 from royalties.models import Artist, Fan
 from royalties.models.graph import MAX_DEPTH
-from royalties.notify.mail import compose
 from royalties.services.catalog import get_artist, set_artist_plan
 from royalties.services.fans import get_fan
 from royalties.services.sign_in import link_is_usable, request_link, use_link
-from royalties.sign_in import Issued
 
 log = logging.getLogger("royalties.web")
 
@@ -151,7 +149,6 @@ def login() -> Any:
 LINK_SENT = (
     "If an account uses that address, a sign-in link is on its way. It works once, for 15 minutes."
 )
-LINK_SUBJECT = "Your sign-in link"
 
 
 @bp.post("/login/email")
@@ -175,30 +172,8 @@ def login_email() -> Any:
         return limits.too_many_page(limits.RECIPIENT, wait)
     issued = request_link(db.session, email=email, admin_emails=signin.admin_emails())
     if issued:
-        outbox().send(_link_mail(email, issued))
+        outbox().send(sign_in_mail(email, issued))
     return render_template("web/login.html", next=target, email_notice=LINK_SENT)
-
-
-def _link_mail(email: str, issued: list[Issued]) -> EmailMessage:
-    base = current_app.config["PUBLIC_BASE_URL"].rstrip("/")
-    lines = []
-    for one in issued:
-        who = one.identity
-        name = {"fan": f"fan {who.label}", "artist": f"artist {who.label}"}.get(who.role, who.role)
-        # The configured base, never the request's Host header: a forged Host would
-        # otherwise send the victim a working link to the forger's site.
-        url = base + url_for("web.login_link", token=one.token)
-        lines.append(f"To sign in as {name}, open:\n{url}\n")
-    body = (
-        "Someone, hopefully you, asked to sign in to the fan royalties dashboard with "
-        "this address.\n\n"
-        + "\n".join(lines)
-        + "\nEach link works once, for 15 minutes. If you did not ask for it, ignore this "
-        "message: nothing happens unless the link is opened and Sign in is pressed.\n"
-    )
-    return compose(
-        sender=current_app.config["MAIL_FROM"], to=email, subject=LINK_SUBJECT, body=body
-    )
 
 
 @bp.route("/login/email/<token>", methods=["GET", "POST"])

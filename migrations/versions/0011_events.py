@@ -14,7 +14,7 @@ Additive: the running version ignores the new tables. The downgrade drops them (
 with them every undelivered event).
 
 Revision ID: 0011
-Revises: 0008
+Revises: 0010
 Create Date: 2026-12-02 06:28:47.425362
 """
 
@@ -26,7 +26,7 @@ from alembic import op
 import royalties.db
 
 revision: str = "0011"
-down_revision: str | None = "0008"
+down_revision: str | None = "0010"
 branch_labels: str | Sequence[str] | None = None
 depends_on: str | Sequence[str] | None = None
 

@@ -15,7 +15,8 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import rewards
+from royalties import audit, rewards
+from royalties.audit import Actor
 from royalties.db import utcnow
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import signals
@@ -62,7 +63,13 @@ def queue(
 
 
 def decide(
-    session: Session, *, reward_id: str, decision: str, reason: str, decided_by: str
+    session: Session,
+    *,
+    reward_id: str,
+    decision: str,
+    reason: str,
+    decided_by: str,
+    actor: Actor | None = None,
 ) -> dict[str, Any]:
     """Approve (the reward moves on as usual) or reject (its money goes back to the
     artist) one held reward. Audited; each reward is decided once. Commits."""
@@ -89,6 +96,9 @@ def decide(
         )
         session.add(record_)
         session.flush()
+        action = "review.approved" if decision == "approve" else "review.rejected"
+        detail = {"fan_id": reward.fan_id, "reason": record_.reason}
+        audit.record(session, actor, action, reward.id, detail)
         return {
             "reward_id": reward.id,
             "decision": decision,

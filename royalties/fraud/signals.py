@@ -21,6 +21,8 @@ from typing import Any
 from sqlalchemy import Exists, Select, SQLColumnExpression, exists, func, select
 from sqlalchemy.orm import Session
 
+from royalties import audit
+from royalties.audit import Actor
 from royalties.db import utcnow
 from royalties.errors import Conflict, NotFound, ValidationFailed
 from royalties.fraud import detectors
@@ -168,7 +170,14 @@ def parse_id(text: str) -> int:
     raise NotFound("no signal has that id")
 
 
-def clear(session: Session, *, signal_id: int, reason: str, cleared_by: str) -> dict[str, Any]:
+def clear(
+    session: Session,
+    *,
+    signal_id: int,
+    reason: str,
+    cleared_by: str,
+    actor: Actor | None = None,
+) -> dict[str, Any]:
     """Clear one signal on a fan or a link: it holds no new reward from now on (rewards
     it already held stay held until decided). Once per signal, audited. Commits."""
     if not reason.strip():
@@ -191,6 +200,13 @@ def clear(session: Session, *, signal_id: int, reason: str, cleared_by: str) -> 
         clearance = SignalClearance(signal_id=signal_id, reason=reason[:500], cleared_by=cleared_by)
         session.add(clearance)
         session.flush()
+        detail = {
+            "kind": signal.kind,
+            "subject_type": signal.subject_type,
+            "subject_id": signal.subject_id,
+            "reason": clearance.reason,
+        }
+        audit.record(session, actor, "signal.cleared", str(signal_id), detail)
         return describe(signal, clearance)
 
 

@@ -1,6 +1,7 @@
 """Typed ORM models, one module per aggregate. Importing this package registers them all."""
 
 from royalties.models.accounts import ApiKey, SignInLink
+from royalties.models.audit import OperatorAction
 from royalties.models.catalog import CONTENT_KINDS, Artist, Content, RewardPlan, Storefront
 from royalties.models.events import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from royalties.models.fraud import FraudSignal, ReviewDecision, SignalClearance
@@ -27,6 +28,7 @@ __all__ = [
     "LedgerAccount",
     "LedgerEntry",
     "LedgerTransaction",
+    "OperatorAction",
     "Payout",
     "PayoutEvent",
     "PayoutRun",

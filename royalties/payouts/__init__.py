@@ -72,11 +72,11 @@ from royalties.payouts.reading import (
     list_payouts,
     list_runs,
     not_paid_view,
-    payout_view,
     run_payouts_page,
 )
 from royalties.payouts.reconcile import reconcile, settle_open
 from royalties.payouts.runs import DEFAULT_CONCURRENCY, Progress, RunReport, run_payouts
+from royalties.payouts.view import payout_view
 from royalties.payouts.webhooks import handle_webhook
 
 __all__ = [

@@ -41,7 +41,7 @@ from royalties.models import Payout, PayoutEvent
 from royalties.models.payouts import OPEN_STATES
 from royalties.payments.stripe import StripeGateway, TransferInfo
 from royalties.payouts.payable import Candidate
-from royalties.payouts.reading import payout_view
+from royalties.payouts.view import payout_view
 
 # How long the latest attempt may still be running at Stripe: until then a retry reuses
 # its key (a concurrent one gets 409, a finished one its saved answer), after it a retry

@@ -19,26 +19,10 @@ from royalties.models.payouts import PAYOUT_STATES
 from royalties.pagination import Page, keyset, page
 from royalties.payouts.payable import NOT_PAID_REASONS
 from royalties.payouts.tracking import status
+from royalties.payouts.view import payout_view
 
 if TYPE_CHECKING:
     from royalties.payouts.runs import RunReport
-
-
-def payout_view(payout: Payout) -> dict[str, Any]:
-    return {
-        "id": payout.id,
-        "run_id": payout.run_id,
-        "fan_id": payout.fan_id,
-        "currency": payout.currency,
-        "amount": payout.amount,
-        "state": payout.state,
-        "stripe_transfer_id": payout.stripe_transfer_id,
-        "reversed_amount": payout.reversed_amount,
-        "failure_reason": payout.failure_reason,
-        "attempts": payout.attempts,
-        "created_at": payout.created_at,
-        "updated_at": payout.updated_at,
-    }
 
 
 def list_payouts(

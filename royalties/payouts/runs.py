@@ -25,6 +25,8 @@ from typing import Any
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from royalties import audit
+from royalties.audit import Actor
 from royalties.db import utcnow
 from royalties.errors import NotFound
 from royalties.ids import new_id
@@ -101,6 +103,7 @@ def run_payouts(
     concurrency: int = 1,
     rekey_after: timedelta = machine.REKEY_AFTER,
     run_id: str | None = None,
+    actor: Actor | None = None,
 ) -> RunReport:
     """One payout run: mature due rewards, read the platform balance, then -- up to
     ``concurrency`` at once -- settle or retry open payouts and claim and send a payout
@@ -123,6 +126,8 @@ def run_payouts(
         if run_id is None:
             run_id = new_id("run")
             session.add(PayoutRun(id=run_id, min_payout=minimums.default, started_at=now))
+            detail = {"min_payout": minimums.default, "concurrency": concurrency}
+            audit.record(session, actor, "payout_run.started", run_id, detail)
         elif session.get(PayoutRun, run_id) is None:
             raise NotFound(f"payout run {run_id} does not exist")
         mature_due(session, now=now)

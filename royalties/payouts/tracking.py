@@ -31,6 +31,8 @@ from sqlalchemy import ColumnElement, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
+from royalties import audit
+from royalties.audit import Actor
 from royalties.db import advisory_lock, make_sessionmaker, utcnow
 from royalties.errors import RoyaltiesError, RunInProgress
 from royalties.ids import new_id
@@ -63,10 +65,16 @@ def _running(now: datetime) -> ColumnElement[bool]:
 
 
 def start(
-    session: Session, *, requested_by: str, min_payout: int, now: datetime | None = None
+    session: Session,
+    *,
+    requested_by: str,
+    min_payout: int,
+    actor: Actor | None = None,
+    now: datetime | None = None,
 ) -> str:
-    """Record a run that ``requested_by`` asked for, and commit; its id. Refuses
-    (``RunInProgress``, nothing written) while another run is running."""
+    """Record a run that ``requested_by`` asked for (audited as ``actor``'s), and
+    commit; its id. Refuses (``RunInProgress``, nothing written) while another run is
+    running."""
     now = now or utcnow()
     with unit_of_work(session):
         advisory_lock(session.connection(), "payout-run", "start")
@@ -87,6 +95,7 @@ def start(
                 progress_at=now,
             )
         )
+        audit.record(session, actor, "payout_run.started", run_id, {"min_payout": min_payout})
     return run_id
 
 

@@ -5,6 +5,8 @@
   happens. Two concurrent rotations of one key cannot both succeed (the revocation is a
   conditional UPDATE), so a key never has two successors.
 - Revocation is immediate (keys are looked up on every request) and idempotent.
+- Rotations and revocations are audited (``royalties/audit.py``) in their own
+  transaction when an actor is given; revoking a revoked key records nothing.
 - Listings show ids, prefixes, roles, owners and dates; never a hash or a plain key.
 """
 
@@ -16,7 +18,8 @@ from datetime import datetime
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties import keys
+from royalties import audit, keys
+from royalties.audit import Actor
 from royalties.errors import NotFound, Unauthenticated
 from royalties.ids import looks_like_id
 from royalties.models import ApiKey
@@ -38,7 +41,7 @@ class Rotated:
 
 
 @transactional
-def rotate_key(session: Session, *, key_id: str) -> Rotated:
+def rotate_key(session: Session, *, key_id: str, actor: Actor | None = None) -> Rotated:
     """Revoke the live key ``key_id`` and issue its successor for the same role and owner.
 
     Raises ``Unauthenticated`` when the key is unknown or already revoked (for instance by
@@ -48,6 +51,9 @@ def rotate_key(session: Session, *, key_id: str) -> Rotated:
     if old is None or not keys.revoke(session, key_id):
         raise Unauthenticated("the API key is unknown or revoked")
     row, plain = keys.issue(session, old.role, old.owner_id)
+    session.flush()
+    detail = {"replaced_key_id": key_id, "role": row.role, "owner_id": row.owner_id}
+    audit.record(session, actor, "key.rotated", row.id, detail)
     return Rotated(
         key_id=row.id,
         api_key=plain,
@@ -60,12 +66,15 @@ def rotate_key(session: Session, *, key_id: str) -> Rotated:
 
 
 @transactional
-def revoke_key(session: Session, *, key_id: str) -> ApiKey:
+def revoke_key(session: Session, *, key_id: str, actor: Actor | None = None) -> ApiKey:
     """Revoke ``key_id`` at once; revoking a revoked key changes nothing."""
     if looks_like_id(key_id):
-        keys.revoke(session, key_id)
+        revoked = keys.revoke(session, key_id)
         row = session.get(ApiKey, key_id, populate_existing=True)
         if row is not None:
+            if revoked:
+                detail = {"role": row.role, "owner_id": row.owner_id}
+                audit.record(session, actor, "key.revoked", key_id, detail)
             return row
     raise NotFound(f"API key {key_id} does not exist")
 

@@ -436,3 +436,44 @@ def test_0009_leaves_earlier_runs_unfinished_of_nothing_and_downgrades_cleanly(t
             assert conn.execute(text("SELECT id FROM payout_runs")).scalars().all() == ["run_a"]
         upgrade(url)
         engine.dispose()
+
+
+def test_0010_adds_the_operator_audit_log_and_downgrades_cleanly(tmp_path, db_url):
+    """The log starts empty; a row must name a known role and someone who acted (a key,
+    a sign-in session or the command line); a downgrade drops the log and nothing else."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0009")
+        engine = make_engine(url)
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO artists (id, name, created_at) "
+                    "VALUES ('art_a', 'A', CURRENT_TIMESTAMP)"
+                )
+            )
+        upgrade(url, "0010")
+        row = (
+            "INSERT INTO operator_actions (at, actor_key_id, actor_link_id, actor_role, "
+            "actor_owner_id, action, target_id, detail) VALUES ('2026-12-14 09:00:00', "
+            ":key, :link, :role, NULL, 'artist.created', 'art_a', '{}')"
+        )
+        with engine.begin() as conn:
+            assert conn.execute(text("SELECT count(*) FROM operator_actions")).scalar() == 0
+            for ok in (
+                {"key": "key_1", "link": None, "role": "admin"},
+                {"key": None, "link": "sil_1", "role": "admin"},
+                {"key": None, "link": None, "role": "cli"},
+            ):
+                conn.execute(text(row), ok)
+        for bad in (
+            {"key": "key_1", "link": None, "role": "root"},  # no such role
+            {"key": None, "link": None, "role": "admin"},  # nobody acted
+        ):
+            with engine.connect() as conn, pytest.raises(Exception, match=r"(?i)check"):
+                conn.execute(text(row), bad)
+        command.downgrade(alembic_config(url), "0009")
+        assert "operator_actions" not in inspect(engine).get_table_names()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM artists")).scalars().all() == ["art_a"]
+        upgrade(url)
+        engine.dispose()
