@@ -205,29 +205,84 @@ def bar_chart(
     """One bar per label; zero values draw nothing but keep their slot."""
     if not values:
         return _empty(chart_id, title, width, height)
-    labels_on_bars = len(values) <= _LABELLED_BARS
-    top, step = nice_axis(_headroom(values) if labels_on_bars else max(values))
-    grid, plot_w, plot_h = _axes(labels, top, step, fmt, width, height)
-    base = _MARGIN_TOP + plot_h
-    slot = plot_w / len(values)
-    # Capped, so that one day or a few are bars, not a wall across the plot.
-    bar_w = min(max(1.0, slot * 0.7), _SINGLE_WIDTH)
-    body = [*grid, '<g class="bars">']
+    plot = _BarPlot(labels, values, fmt, width, height)
+    body = [*plot.grid, '<g class="bars">']
     for i, (label, value) in enumerate(zip(labels, values, strict=True)):
         if value <= 0:
             continue
-        h = max(1.0, plot_h * value / top)
-        cx = _x(i, len(values), plot_w) if len(values) > 1 else _MARGIN_LEFT + plot_w / 2
-        # Keep the first and last bars inside the plot.
-        x = min(max(cx - bar_w / 2, _MARGIN_LEFT), _MARGIN_LEFT + plot_w - bar_w)
+        x, y, h = plot.bar(i, 0, value)
         body.append(
-            f'<rect x="{_n(x)}" y="{_n(base - h)}" width="{_n(bar_w)}" height="{_n(h)}" '
+            f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(plot.bar_w)}" height="{_n(h)}" '
             f'rx="1.5" fill="{colour}"><title>{escape(label)}: {escape(fmt(value))}</title></rect>'
         )
-        if labels_on_bars:
-            body.append(_value_label(x + bar_w / 2, base - h, fmt(value)))
+        if plot.labelled:
+            body.append(_value_label(x + plot.bar_w / 2, y, fmt(value)))
     body.append("</g>")
     return _frame(chart_id, title, _desc("bar", labels, values, fmt), f"0 0 {width} {height}", body)
+
+
+class _BarPlot:
+    """The axes and the bar slots of a bar chart whose bars reach up to ``highs``."""
+
+    def __init__(
+        self, labels: Sequence[str], highs: Sequence[int], fmt: Formatter, width: int, height: int
+    ) -> None:
+        self.labelled = len(highs) <= _LABELLED_BARS
+        self.top, step = nice_axis(_headroom(highs) if self.labelled else max(highs))
+        self.grid, self.plot_w, self.plot_h = _axes(labels, self.top, step, fmt, width, height)
+        self.base = _MARGIN_TOP + self.plot_h
+        self.n = len(highs)
+        # Capped, so that one day or a few are bars, not a wall across the plot.
+        self.bar_w = min(max(1.0, self.plot_w / self.n * 0.7), _SINGLE_WIDTH)
+
+    def bar(self, i: int, below: int, value: int) -> tuple[float, float, float]:
+        """``(x, y, height)`` of slot ``i``'s bar from ``below`` up to ``below + value``."""
+        cx = _x(i, self.n, self.plot_w) if self.n > 1 else _MARGIN_LEFT + self.plot_w / 2
+        # Keep the first and last bars inside the plot.
+        x = min(max(cx - self.bar_w / 2, _MARGIN_LEFT), _MARGIN_LEFT + self.plot_w - self.bar_w)
+        y0 = self.base - self.plot_h * below / self.top
+        h = max(1.0, self.plot_h * value / self.top)
+        return x, y0 - h, h
+
+
+def stacked_bar_chart(
+    labels: Sequence[str],
+    stacks: Sequence[tuple[str, str, Sequence[int]]],
+    *,
+    chart_id: str,
+    title: str,
+    fmt: Formatter = str,
+    width: int = 640,
+    height: int = 220,
+) -> Markup:
+    """One bar per label, split into ``stacks`` of ``(name, colour, values)`` drawn from
+    the first upwards; each piece has its name and value as a tooltip, and up to a week
+    of bars have their total written on top. Zero and negative pieces draw nothing (a
+    refund taking back more than the period earned leaves its bar short, not below 0)."""
+    totals = [sum(max(0, s[2][i]) for s in stacks) for i in range(len(labels))]
+    if not labels or not any(totals):
+        return _empty(chart_id, title, width, height)
+    plot = _BarPlot(labels, totals, fmt, width, height)
+    body = [*plot.grid, '<g class="bars">']
+    for i, label in enumerate(labels):
+        below = 0
+        for name, colour, values in stacks:
+            value = values[i]
+            if value <= 0:
+                continue
+            x, y, h = plot.bar(i, below, value)
+            below += value
+            body.append(
+                f'<rect x="{_n(x)}" y="{_n(y)}" width="{_n(plot.bar_w)}" height="{_n(h)}" '
+                f'fill="{colour}" data-stack="{escape(name)}"><title>{escape(label)}, '
+                f"{escape(name)}: {escape(fmt(value))}</title></rect>"
+            )
+        if plot.labelled and below:
+            x, y, _ = plot.bar(i, 0, below)
+            body.append(_value_label(x + plot.bar_w / 2, y, fmt(below)))
+    body.append("</g>")
+    desc = _desc("bar", labels, totals, fmt) + " Split by " + ", ".join(s[0] for s in stacks) + "."
+    return _frame(chart_id, title, desc, f"0 0 {width} {height}", body)
 
 
 def daily_charts(
@@ -323,7 +378,12 @@ def referral_graph(picture: Mapping[str, Any], *, chart_id: str, title: str) -> 
 
 def swatch(depth: int) -> Markup:
     """A small coloured dot for the graph's legend."""
+    return colour_swatch(depth_colour(depth))
+
+
+def colour_swatch(colour: str) -> Markup:
+    """A small dot of ``colour`` (one of this module's constants) for a legend."""
     return Markup(  # noqa: S704 - a constant colour, nothing from outside
         '<svg class="swatch" viewBox="0 0 12 12" aria-hidden="true" focusable="false">'
-        f'<circle cx="6" cy="6" r="5" fill="{depth_colour(depth)}"/></svg>'
+        f'<circle cx="6" cy="6" r="5" fill="{escape(colour)}"/></svg>'
     )

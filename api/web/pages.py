@@ -63,6 +63,7 @@ class FanPage:
     coming: list[dict[str, Any]] = field(default_factory=list)
     outlook: dict[str, str | None] = field(default_factory=dict)
     minimums: Minimums = field(default_factory=lambda: Minimums(1000))
+    over_time: list[earnings.EarningsSeries] = field(default_factory=list)
 
 
 def fan_page(
@@ -104,4 +105,5 @@ def fan_page(
         coming=coming,
         outlook=outlook(session, prof.fan, available, minimums),
         minimums=minimums,
+        over_time=earnings.over_time(session, fan_id),
     )

@@ -33,6 +33,7 @@ from api.config import minimums
 from api.errors import status_for
 from api.extensions import db, outbox
 from api.web import charts, formatting, forms, signin
+from api.web.earnings_charts import earnings_chart
 from api.web.mail import sign_in_mail
 from api.web.pages import artist_page, fan_page
 from royalties import plans
@@ -86,6 +87,7 @@ def _helpers() -> dict[str, Any]:
         "share": formatting.share,
         "when": formatting.when,
         "swatch": charts.swatch,
+        "colour_swatch": charts.colour_swatch,
     }
 
 
@@ -252,11 +254,10 @@ def _render_artist(
     currencies = roi.get("currencies") or page.currencies
     currency = currencies[0] if len(currencies) == 1 else None
 
-    def axis(value: int) -> str:
-        return formatting.money(value, currency).removesuffix(f" {currency}")
-
     daily = charts.daily_charts(
-        page.insights.get("series") or [], fmt=axis, unit=currency or "minor units"
+        page.insights.get("series") or [],
+        fmt=_axis_money(currency),
+        unit=currency or "minor units",
     )
     picture = page.insights.get("picture") or {}
     graph_svg = charts.referral_graph(
@@ -294,6 +295,16 @@ def _render_artist(
     )
 
 
+def _axis_money(currency: str | None) -> charts.Formatter:
+    """Amounts on a chart's axis: in the currency's units, the currency named once in
+    the chart's title instead of on every tick."""
+
+    def axis(value: int) -> str:
+        return formatting.money(value, currency).removesuffix(f" {currency}")
+
+    return axis
+
+
 # -- fan ----------------------------------------------------------------------------------
 
 
@@ -312,6 +323,9 @@ def fan(fan_id: str) -> Any:
     return render_template(
         "web/fan.html",
         page=page,
+        earnings_charts=[
+            earnings_chart(series, fmt=_axis_money(series.currency)) for series in page.over_time
+        ],
         artist=(page.shareable and artist) or None,
         platform_country=current_app.config["PLATFORM_COUNTRY"],
         reasons=FAN_REASONS,

@@ -79,8 +79,8 @@ def new_page(chromium: Any, live_url: str) -> Iterator[Callable[..., Any]]:
     contexts: list[Any] = []
     problems: list[str] = []
 
-    def make(clipboard: bool = False) -> Any:
-        context = chromium.new_context(viewport={"width": 1280, "height": 900})
+    def make(clipboard: bool = False, viewport: dict[str, int] | None = None) -> Any:
+        context = chromium.new_context(viewport=viewport or {"width": 1280, "height": 900})
         if clipboard:
             context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_url)
         context.add_init_script(WATCH_CSP)
