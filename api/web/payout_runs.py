@@ -38,7 +38,7 @@ def start_payout_run(viewer: signin.Viewer) -> str:
     gateway = stripe_gateway()  # NotConfigured before anything is recorded
     run_id = tracking.start(
         db.session,
-        requested_by=viewer.key_id or viewer.link_id or "dashboard",
+        requested_by=viewer.who,
         min_payout=config["MIN_PAYOUT"],
         actor=viewer.actor,
     )

@@ -64,7 +64,7 @@ def review_decide() -> Any:
                 reward_id=reward_id,
                 decision=decision,
                 reason=reason,
-                decided_by=viewer.key_id,
+                decided_by=viewer.who,
                 actor=viewer.actor,
             )
             done += 1
@@ -86,7 +86,7 @@ def review_clear_signal(signal_id: str) -> Any:
         db.session,
         signal_id=signals.parse_id(signal_id),
         reason=reason,
-        cleared_by=viewer.key_id,
+        cleared_by=viewer.who,
         actor=viewer.actor,
     )
     flash(

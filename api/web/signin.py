@@ -56,6 +56,14 @@ class Viewer:
         """The viewer as the audit log names it (``royalties/audit.py``)."""
         return Actor(self.key_id, self.role, self.owner_id, link_id=self.link_id)
 
+    @property
+    def who(self) -> str:
+        """The id records name as who acted: the key, or the sign-in link of an email
+        session (there is always one of the two)."""
+        who = self.key_id or self.link_id
+        assert who is not None, "a viewer signed in with neither a key nor a link"
+        return who
+
     def may_view(self, role: str, owner_id: str) -> bool:
         return self.role == "admin" or (self.role == role and self.owner_id == owner_id)
 

@@ -135,3 +135,27 @@ def test_clearing_the_fan_s_signal_from_the_page_lets_its_next_reward_through(fa
     later = buy(fapi, shop, item, {"email": "later@x.io"}, share_code=code)
     assert reward(fapi, later) == (None, "available")
     assert len(fapi.ok("GET", "/v1/review", fapi.admin)["items"]) == 3  # held ones wait
+
+
+def test_an_operator_signed_in_by_email_decides_from_the_page(make_app, session, inbox):
+    """An email session has no key: the decision is recorded as its sign-in link's."""
+    from tests.smtp import links_in
+    from tests.web.test_sign_in_by_email import ask, use
+
+    app = make_app(FRAUD=CONFIG, ADMIN_EMAILS="boss@example.com")
+    api = ApiDriver(app.test_client(), session)
+    artist, shop = api.artist(), api.storefront()
+    item = api.content(artist)
+    sponsor = farmed_sponsor(api)
+    sale = buy(api, shop, item, {"email": "held@x.io"}, share_code=share(api, sponsor, item["id"]))
+    [held] = api.ok("GET", "/v1/review", api.admin)["items"]
+    boss = Browser(app)
+    ask(boss, "boss@example.com")
+    [message] = inbox.wait_for(1)
+    assert use(boss, links_in(message)[0]).status_code == 302
+    boss.get("/dashboard/review")
+    form = {"reward_id": held["reward_id"], "decision": "approve", "reason": "checked"}
+    assert boss.post("/dashboard/review/decide", form).status_code == 303
+    assert reward(api, sale) == ("approved", "pending")
+    [decision] = api.ok("GET", "/v1/audit-log?action=review.approved", api.admin)["items"]
+    assert decision["actor"]["link_id"].startswith("sil_")
