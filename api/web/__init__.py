@@ -12,6 +12,7 @@ from api.web import (  # noqa: F401 - their pages
     operator,
     payout_runs,
     review,
+    welcome,
 )
 from api.web.join import public
 from api.web.views import bp
