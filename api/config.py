@@ -91,8 +91,7 @@ def minimums_by_currency_from_env() -> dict[str, int]:
 
 def minimums(config: Any) -> Minimums:
     """The payout minimums a config sets: ``MIN_PAYOUT`` and ``MIN_PAYOUT_BY_CURRENCY``."""
-    by_currency = config.get("MIN_PAYOUT_BY_CURRENCY") or {}
-    return Minimums(int(config["MIN_PAYOUT"]), tuple(sorted(by_currency.items())))
+    return Minimums.from_config(config)
 
 
 def _positive(name: str, value: int) -> int:
