@@ -7,6 +7,8 @@ import re
 import secrets
 from typing import Any
 
+from royalties import schedule
+from royalties.background import DEFAULTS as JOB_DEFAULTS
 from royalties.db import database_url
 from royalties.fraud.detectors import FraudConfig
 from royalties.payouts import DEFAULT_CONCURRENCY, Minimums
@@ -107,6 +109,22 @@ def _country_env(name: str, default: str) -> str:
     return raw
 
 
+def _cron_env(name: str) -> str | None:
+    raw = " ".join(os.environ.get(name, "").split())
+    if not raw:
+        return None
+    if not schedule.is_cron(raw):
+        raise SystemExit(
+            f"{name} must be a cron expression of five fields, such as '0 6 * * 1' "
+            f"(Mondays at 06:00 UTC), got {raw!r}"
+        )
+    return raw
+
+
+def _every_env(name: str) -> int:
+    return _positive(name, _int_env(name, JOB_DEFAULTS[name]))
+
+
 _BRACKETED = re.compile(r"\[([^\]]+)\]:(\d+)")
 _EVERYWHERE = ("0.0.0.0", "::", "")  # noqa: S104 - names, not a bind
 
@@ -166,6 +184,13 @@ def from_env() -> dict[str, Any]:
         # Addresses that sign in as admin (comma-separated); fans and artists sign in
         # with the email on their own row.
         "ADMIN_EMAILS": os.environ.get("ADMIN_EMAILS", ""),
+        # The worker's background jobs (royalties/background.py, docs/notifications.md):
+        # how often each runs; scheduled payouts only when PAYOUT_SCHEDULE (cron, UTC) is set.
+        "FAN_MAIL_SECONDS": _every_env("FAN_MAIL_SECONDS"),
+        "MATURE_MINUTES": _every_env("MATURE_MINUTES"),
+        "FRAUD_SCAN_MINUTES": _every_env("FRAUD_SCAN_MINUTES"),
+        "INSIGHTS_REFRESH_MINUTES": _every_env("INSIGHTS_REFRESH_MINUTES"),
+        "PAYOUT_SCHEDULE": _cron_env("PAYOUT_SCHEDULE"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),

@@ -67,8 +67,8 @@ def upgrade() -> None:
             "ix_fan_notices_due",
             ["due_at"],
             unique=False,
-            postgresql_where=sa.text("sent_at IS NULL"),
-            sqlite_where=sa.text("sent_at IS NULL"),
+            postgresql_where=sa.text("sent_at IS NULL AND dropped IS NULL"),
+            sqlite_where=sa.text("sent_at IS NULL AND dropped IS NULL"),
         )
         batch_op.create_index("ix_fan_notices_fan_kind", ["fan_id", "kind"], unique=False)
 
@@ -88,8 +88,8 @@ def downgrade() -> None:
         batch_op.drop_index("ix_fan_notices_fan_kind")
         batch_op.drop_index(
             "ix_fan_notices_due",
-            postgresql_where=sa.text("sent_at IS NULL"),
-            sqlite_where=sa.text("sent_at IS NULL"),
+            postgresql_where=sa.text("sent_at IS NULL AND dropped IS NULL"),
+            sqlite_where=sa.text("sent_at IS NULL AND dropped IS NULL"),
         )
 
     op.drop_table("fan_notices")

@@ -46,8 +46,8 @@ class FanNotice(Base):
         Index(
             "ix_fan_notices_due",
             "due_at",
-            postgresql_where=text("sent_at IS NULL"),
-            sqlite_where=text("sent_at IS NULL"),
+            postgresql_where=text("sent_at IS NULL AND dropped IS NULL"),
+            sqlite_where=text("sent_at IS NULL AND dropped IS NULL"),
         ),
         Index("ix_fan_notices_fan_kind", "fan_id", "kind"),
     )
