@@ -4,7 +4,6 @@ workers claim it; a cron schedule is due at its next matching time."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -19,7 +18,7 @@ from royalties.errors import NotConfigured
 from royalties.fraud.detectors import FraudConfig
 from royalties.models import Event, FraudSignal, InsightsCache, Reward, WorkerSchedule
 from tests.conftest import create_test_app
-from tests.helpers import ApiDriver, buy, share
+from tests.helpers import ApiDriver, at_once, buy, share
 
 FRAUD = FraudConfig(click_min=5)
 
@@ -155,27 +154,16 @@ def test_the_job_list_follows_the_settings():
     assert scheduled.every == timedelta(minutes=1)
 
 
-def claims_at_once(engine: Any, job_name: str, when: str, now: datetime, n: int) -> list[bool]:
+def claims_at_once(engine: Any, job_name: str, when: str, now: datetime, n: int) -> list[Any]:
     """``n`` workers claiming the same due time at the same moment, each on its own
     connection: what each claim answered."""
     factory = make_sessionmaker(engine)
-    barrier = threading.Barrier(n)
-    wins: list[bool] = []
-    lock = threading.Lock()
 
-    def claim() -> None:
+    def claim() -> bool:
         with factory() as session:
-            barrier.wait()
-            won = schedule.claim(session, job_name, when, now)
-        with lock:
-            wins.append(won)
+            return schedule.claim(session, job_name, when, now)
 
-    threads = [threading.Thread(target=claim) for _ in range(n)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    return sorted(wins)
+    return sorted(at_once(n, claim), key=repr)
 
 
 @pytest.mark.postgres
@@ -198,16 +186,4 @@ def test_two_workers_running_a_job_at_once_do_its_work_once(engine, session, sol
     session.execute(update(Reward).values(available_at=now - timedelta(seconds=1)))
     session.commit()
     mature = job({}, "rewards.mature")
-    results: list[int] = []
-    barrier = threading.Barrier(2)
-
-    def run() -> None:
-        barrier.wait()
-        results.append(mature.run(engine, {}, now))
-
-    threads = [threading.Thread(target=run) for _ in range(2)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(30)
-    assert sorted(results) == [0, 2]
+    assert sorted(at_once(2, lambda: mature.run(engine, {}, now)), key=repr) == [0, 2]
