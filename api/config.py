@@ -7,6 +7,8 @@ import re
 import secrets
 from typing import Any
 
+from royalties import schedule
+from royalties.background import DEFAULTS as JOB_DEFAULTS
 from royalties.db import database_url
 from royalties.fraud.detectors import FraudConfig
 from royalties.payouts import DEFAULT_CONCURRENCY, Minimums
@@ -91,8 +93,7 @@ def minimums_by_currency_from_env() -> dict[str, int]:
 
 def minimums(config: Any) -> Minimums:
     """The payout minimums a config sets: ``MIN_PAYOUT`` and ``MIN_PAYOUT_BY_CURRENCY``."""
-    by_currency = config.get("MIN_PAYOUT_BY_CURRENCY") or {}
-    return Minimums(int(config["MIN_PAYOUT"]), tuple(sorted(by_currency.items())))
+    return Minimums.from_config(config)
 
 
 def _positive(name: str, value: int) -> int:
@@ -106,6 +107,22 @@ def _country_env(name: str, default: str) -> str:
     if not (len(raw) == 2 and raw.isalpha() and raw.isascii()):
         raise SystemExit(f"{name} must be an ISO 3166 alpha-2 country code such as US")
     return raw
+
+
+def _cron_env(name: str) -> str | None:
+    raw = " ".join(os.environ.get(name, "").split())
+    if not raw:
+        return None
+    if not schedule.is_cron(raw):
+        raise SystemExit(
+            f"{name} must be a cron expression of five fields, such as '0 6 * * 1' "
+            f"(Mondays at 06:00 UTC), got {raw!r}"
+        )
+    return raw
+
+
+def _every_env(name: str) -> int:
+    return _positive(name, _int_env(name, JOB_DEFAULTS[name]))
 
 
 _BRACKETED = re.compile(r"\[([^\]]+)\]:(\d+)")
@@ -170,6 +187,13 @@ def from_env() -> dict[str, Any]:
         # How long the sign-in link of an artist's invitation works (a sign-in link
         # asked for on the login page works 15 minutes).
         "INVITE_LINK_HOURS": _positive("INVITE_LINK_HOURS", _int_env("INVITE_LINK_HOURS", 72)),
+        # The worker's background jobs (royalties/background.py, docs/notifications.md):
+        # how often each runs; scheduled payouts only when PAYOUT_SCHEDULE (cron, UTC) is set.
+        "FAN_MAIL_SECONDS": _every_env("FAN_MAIL_SECONDS"),
+        "MATURE_MINUTES": _every_env("MATURE_MINUTES"),
+        "FRAUD_SCAN_MINUTES": _every_env("FRAUD_SCAN_MINUTES"),
+        "INSIGHTS_REFRESH_MINUTES": _every_env("INSIGHTS_REFRESH_MINUTES"),
+        "PAYOUT_SCHEDULE": _cron_env("PAYOUT_SCHEDULE"),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),

@@ -6,16 +6,13 @@ commit: the services they call do.
 
 from __future__ import annotations
 
-from typing import Any
-
 from flask import Flask, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
 from royalties.db import make_engine, make_sessionmaker
-from royalties.errors import NotConfigured
 from royalties.notify.mail import Outbox, transport_for
-from royalties.payments.stripe import StripeGateway
+from royalties.payments.stripe import StripeGateway, gateway_from_config
 
 
 class Database:
@@ -54,6 +51,8 @@ class Database:
 
 db = Database()
 
+__all__ = ["db", "gateway_from_config", "init_mail", "outbox", "stripe_gateway"]
+
 
 def stripe_gateway() -> StripeGateway:
     """The app's one Stripe gateway, built from config on first use."""
@@ -64,17 +63,6 @@ def stripe_gateway() -> StripeGateway:
         gateway = gateway_from_config(current_app.config)
         current_app.extensions["royalties.stripe"] = gateway
     return gateway  # type: ignore[no-any-return]
-
-
-def gateway_from_config(config: Any) -> StripeGateway:
-    key = config.get("STRIPE_API_KEY")
-    if not key:
-        raise NotConfigured("payouts need STRIPE_API_KEY to be set")
-    return StripeGateway(
-        key,
-        config.get("STRIPE_API_BASE") or None,
-        requests_per_second=config.get("STRIPE_MAX_REQUESTS_PER_SECOND"),
-    )
 
 
 def init_mail(app: Flask) -> None:

@@ -144,6 +144,7 @@ def _enrolled(
         "email": fan.email,
         "sponsor_id": fan.sponsor_id,
         "created_at": fan.created_at,
+        "notifications": fan.notify_email is not False,  # on until the fan says otherwise
         "downline": [{"level": level, "count": 0} for level in range(1, MAX_DEPTH + 1)],
     }
     event = events.Pending("fan.enrolled", data, events.Whose(storefront_id=storefront_id))

@@ -3,6 +3,9 @@
 Invariant: an amount is always a Python ``int`` (never ``bool``, never ``float``, never
 ``Decimal``) and a currency is a three-letter upper-case ISO 4217 code. Everything that
 divides money uses floor division on integers, so results are exact and reproducible.
+
+How people read an amount (the dashboard, fan emails) is written here once:
+:func:`format_money`, ``"12,345.67 USD"``, never through a float.
 """
 
 from __future__ import annotations
@@ -56,3 +59,26 @@ def share_bps(amount: int, bps: int) -> int:
 def prorate(part: int, numerator: int, denominator: int) -> int:
     """``floor(part * numerator / denominator)`` in exact integer arithmetic."""
     return (part * numerator) // denominator
+
+
+# ISO 4217 minor-unit exponents other than 2 (the currencies this engine is likely to see).
+_EXPONENTS = {
+    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
+    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
+}
+
+
+def exponent(currency: str) -> int:
+    """How many digits of the currency's minor units follow the decimal point."""
+    return _EXPONENTS.get(currency.upper(), 2)
+
+
+def format_money(amount: int, currency: str | None) -> str:
+    """``1234567, "USD"`` -> ``"12,345.67 USD"``; without a currency, the bare minor units."""
+    amount = int(amount)
+    if not currency:
+        return f"{amount:,}"
+    digits = exponent(currency)
+    whole, frac = divmod(abs(amount), 10**digits)
+    text = f"{whole:,}" + (f".{frac:0{digits}d}" if digits else "")
+    return f"{'-' if amount < 0 else ''}{text} {currency}"

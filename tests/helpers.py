@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import itertools
 import json
+import threading
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from flask.testing import FlaskClient
 from sqlalchemy import func, select
@@ -16,6 +18,7 @@ from royalties.db import Base
 from royalties.services.accounts import create_admin_key
 
 _seq = itertools.count(1)
+T = TypeVar("T")
 
 
 @dataclass
@@ -215,3 +218,27 @@ def last_seq(session: Session) -> int:
     seq = session.scalar(select(Event.seq).order_by(Event.seq.desc()).limit(1)) or 0
     session.rollback()
     return seq
+
+
+def at_once(n: int, work: Callable[[], T]) -> list[T | BaseException]:
+    """Run ``work`` on ``n`` threads released together (a barrier); what each returned,
+    or the exception it raised, in the order they finished."""
+    barrier = threading.Barrier(n)
+    results: list[T | BaseException] = []
+    lock = threading.Lock()
+
+    def attempt() -> None:
+        barrier.wait()
+        try:
+            result: T | BaseException = work()
+        except BaseException as exc:
+            result = exc
+        with lock:
+            results.append(result)
+
+    threads = [threading.Thread(target=attempt) for _ in range(n)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(30)
+    return results

@@ -38,4 +38,18 @@ class FanProfile(ma.Schema):
     email = ma.fields.String(allow_none=True)
     sponsor_id = ma.fields.String(allow_none=True)
     created_at = ma.fields.DateTime(required=True)
+    notifications = ma.fields.Boolean(
+        required=True,
+        metadata={"description": "whether the fan gets emails about rewards and payouts"},
+    )
     downline = ma.fields.List(ma.fields.Nested(DownlineLevel), required=True)
+
+
+class FanUpdate(StrictSchema):
+    notifications = ma.fields.Boolean(
+        required=True,
+        metadata={
+            "description": "false: no more emails about rewards earned, rewards available "
+            "and payouts paid; true: they start again"
+        },
+    )

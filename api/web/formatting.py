@@ -1,31 +1,16 @@
 """How the dashboard writes money, rates, scores and dates. No floats: integers, and
-decimals parsed from the API's six-decimal score strings."""
+decimals parsed from the API's six-decimal score strings. Money is written by
+``royalties.money.format_money``, the one home of that format (fan emails use it too)."""
 
 from __future__ import annotations
 
 from datetime import datetime
 from decimal import ROUND_HALF_UP, Decimal, InvalidOperation
 
-# ISO 4217 minor-unit exponents other than 2 (the currencies this engine is likely to see).
-_EXPONENTS = {
-    **dict.fromkeys("BIF CLP DJF GNF ISK JPY KMF KRW PYG RWF UGX VND VUV XAF XOF XPF".split(), 0),
-    **dict.fromkeys("BHD IQD JOD KWD LYD OMR TND".split(), 3),
-}
+from royalties.money import exponent
+from royalties.money import format_money as money
 
-
-def exponent(currency: str) -> int:
-    return _EXPONENTS.get(currency.upper(), 2)
-
-
-def money(amount: int, currency: str | None) -> str:
-    """``1234567, "USD"`` -> ``"12,345.67 USD"``; without a currency, the bare minor units."""
-    amount = int(amount)
-    if not currency:
-        return f"{amount:,}"
-    digits = exponent(currency)
-    whole, frac = divmod(abs(amount), 10**digits)
-    text = f"{whole:,}" + (f".{frac:0{digits}d}" if digits else "")
-    return f"{'-' if amount < 0 else ''}{text} {currency}"
+__all__ = ["bps", "exponent", "money", "share", "when"]
 
 
 def bps(rate: int) -> str:

@@ -44,7 +44,7 @@ from royalties.keys import authenticate
 from royalties.models import Artist, Fan
 from royalties.models.graph import MAX_DEPTH
 from royalties.services.catalog import get_artist, set_artist_plan
-from royalties.services.fans import get_fan
+from royalties.services.fans import get_fan, set_notifications
 from royalties.services.sign_in import link_is_usable, request_link, use_link
 
 log = logging.getLogger("royalties.web")
@@ -60,6 +60,9 @@ FAN_REASONS = {
     "payouts_off": "Stripe has not turned payouts on for your account yet",
     "capability_inactive": "Stripe has not turned transfers on for your account yet",
 }
+
+# The fan page's email notifications form: its two answers.
+NOTIFICATION_CHOICES = {"on": True, "off": False}
 
 RANKINGS = {
     "attributed_revenue": "Attributed revenue",
@@ -312,6 +315,25 @@ def _axis_money(currency: str | None) -> charts.Formatter:
 @signin.signed_in
 def fan(fan_id: str) -> Any:
     signin.check_may_view("fan", fan_id)
+    return _render_fan(fan_id)
+
+
+@bp.post("/fans/<fan_id>/notifications")
+@signin.signed_in
+def fan_notifications(fan_id: str) -> Any:
+    """Email notifications on or off (the fan, or an admin on its behalf)."""
+    signin.check_may_view("fan", fan_id)
+    choice = request.form.get("notifications", "")
+    if choice not in NOTIFICATION_CHOICES:
+        get_fan(db.session, fan_id)
+        return _render_fan(fan_id, notify_error="Choose On or Off, then Save."), 422
+    on = NOTIFICATION_CHOICES[choice]
+    set_notifications(db.session, fan_id, on=on)
+    flash("Email notifications are on." if on else "Email notifications are off.", "info")
+    return redirect(url_for("web.fan", fan_id=fan_id) + "#notifications", code=303)
+
+
+def _render_fan(fan_id: str, *, notify_error: str | None = None) -> str:
     artist = request.args.get("artist", "")
     page = fan_page(
         db.session,
@@ -329,6 +351,7 @@ def fan(fan_id: str) -> Any:
         artist=(page.shareable and artist) or None,
         platform_country=current_app.config["PLATFORM_COUNTRY"],
         reasons=FAN_REASONS,
+        notify_error=notify_error,
     )
 
 

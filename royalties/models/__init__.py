@@ -10,6 +10,7 @@ from royalties.models.idempotency import IdempotencyRecord
 from royalties.models.insights import InsightsCache
 from royalties.models.ledger import LedgerAccount, LedgerEntry, LedgerTransaction
 from royalties.models.links import Click, ShareLink
+from royalties.models.notices import FanNotice, WorkerSchedule
 from royalties.models.payouts import Payout, PayoutEvent, PayoutRun, WebhookEvent
 from royalties.models.sales import Purchase, Refund, Reward
 
@@ -22,6 +23,7 @@ __all__ = [
     "Event",
     "Fan",
     "FanAncestor",
+    "FanNotice",
     "FraudSignal",
     "IdempotencyRecord",
     "InsightsCache",
@@ -45,4 +47,5 @@ __all__ = [
     "WebhookDelivery",
     "WebhookEndpoint",
     "WebhookEvent",
+    "WorkerSchedule",
 ]

@@ -21,6 +21,7 @@ from sqlalchemy import (
     String,
     UniqueConstraint,
     false,
+    true,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
@@ -54,6 +55,8 @@ class Fan(Base):
     account_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
     # Salted hash of the address the fan signed up from (fraud signals); never the address.
     signup_ip_hash: Mapped[str | None] = mapped_column(String(64))
+    # Emails about rewards and payouts (royalties/notify/fans.py); the fan switches them off.
+    notify_email: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
 
 

@@ -39,13 +39,13 @@ from __future__ import annotations
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any, NoReturn, TypeVar
 
 import stripe
 
-from royalties.errors import PaymentDeclined, PaymentUncertain, WebhookError
+from royalties.errors import NotConfigured, PaymentDeclined, PaymentUncertain, WebhookError
 
 # Stripe answers these while the outcome is still open; the rest of 4xx is a refusal.
 _UNCERTAIN_4XX = frozenset({409, 429})
@@ -418,4 +418,18 @@ def _transfer_info(transfer: stripe.Transfer) -> TransferInfo:
         reversed=bool(transfer.reversed),
         amount_reversed=int(transfer.amount_reversed),
         metadata={str(k): str(v) for k, v in metadata.items()},
+    )
+
+
+def gateway_from_config(config: Mapping[str, Any]) -> StripeGateway:
+    """The gateway a configuration names (``STRIPE_API_KEY``, ``STRIPE_API_BASE``,
+    ``STRIPE_MAX_REQUESTS_PER_SECOND``): the web app, the command line and the worker
+    build theirs here. Raises NotConfigured without a key."""
+    key = config.get("STRIPE_API_KEY")
+    if not key:
+        raise NotConfigured("payouts need STRIPE_API_KEY to be set")
+    return StripeGateway(
+        key,
+        config.get("STRIPE_API_BASE") or None,
+        requests_per_second=config.get("STRIPE_MAX_REQUESTS_PER_SECOND"),
     )

@@ -10,7 +10,9 @@ balance under its lock, so what it finds here is a plan, not a promise.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any
 
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
@@ -30,6 +32,13 @@ class Minimums:
 
     def of(self, currency: str) -> int:
         return dict(self.per_currency).get(currency, self.default)
+
+    @classmethod
+    def from_config(cls, config: Mapping[str, Any]) -> Minimums:
+        """The minimums a configuration sets: ``MIN_PAYOUT`` and
+        ``MIN_PAYOUT_BY_CURRENCY`` (the app, the command line and the worker alike)."""
+        by_currency = config.get("MIN_PAYOUT_BY_CURRENCY") or {}
+        return cls(int(config["MIN_PAYOUT"]), tuple(sorted(by_currency.items())))
 
 
 @dataclass(frozen=True)

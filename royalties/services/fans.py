@@ -69,5 +69,16 @@ def get_fan(session: Session, fan_id: str) -> Fan:
     return fan
 
 
+@transactional
+def set_notifications(session: Session, fan_id: str, *, on: bool) -> Profile:
+    """Switch the fan's emails about rewards and payouts on or off
+    (``royalties.notify.fans``); messages already queued are dropped when their turn
+    comes. Raises NotFound for an unknown fan."""
+    fan = get_fan(session, fan_id)
+    fan.notify_email = on
+    session.flush()
+    return profile(session, fan_id)
+
+
 def profile(session: Session, fan_id: str) -> Profile:
     return Profile(get_fan(session, fan_id), graph.downline_counts(session, fan_id))

@@ -277,3 +277,50 @@ def _store(
     statement = dialect.insert(InsightsCache).values(artist_id=artist_id, **values)
     with unit_of_work(session):
         session.execute(statement.on_conflict_do_update(index_elements=["artist_id"], set_=values))
+
+
+# -- refreshing in the background ---------------------------------------------------------
+
+
+def stale_artists(session: Session, *, limit: int = 20) -> list[str]:
+    """Artists with sales whose cached figures are missing or no longer match their sales
+    (another count, or another total refunded): the ones a read would recompute. Ends
+    the read's transaction."""
+    sales = (
+        select(
+            Purchase.artist_id,
+            func.count().label("n"),
+            func.coalesce(func.sum(Purchase.refunded_amount), 0).label("refunded"),
+        )
+        .group_by(Purchase.artist_id)
+        .subquery()
+    )
+    cached_refunded = InsightsCache.data[(_SOURCE, "refunded")].as_integer()
+    cached_shape = InsightsCache.data[(_SOURCE, "shape")].as_integer()
+    rows = session.scalars(
+        select(sales.c.artist_id)
+        .outerjoin(InsightsCache, InsightsCache.artist_id == sales.c.artist_id)
+        .where(
+            (InsightsCache.artist_id.is_(None))
+            | (InsightsCache.purchase_count != sales.c.n)
+            | (cached_refunded.is_(None))
+            | (cached_refunded != sales.c.refunded)
+            | (cached_shape.is_(None))
+            | (cached_shape != _SHAPE)
+        )
+        .order_by(sales.c.artist_id)
+        .limit(limit)
+    ).all()
+    session.rollback()
+    return list(rows)
+
+
+def refresh_stale(session: Session, *, now: datetime | None = None, limit: int = 20) -> int:
+    """Recompute and cache the figures of up to ``limit`` stale artists (see
+    :func:`stale_artists`), so the next page read is served from the cache. Returns how
+    many were refreshed. Commits each one."""
+    refreshed = 0
+    for artist_id in stale_artists(session, limit=limit):
+        artist_insights(session, artist_id, now=now, force=True)
+        refreshed += 1
+    return refreshed

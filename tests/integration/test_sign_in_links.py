@@ -3,7 +3,6 @@ a clock the test holds, single use under concurrent attempts."""
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -17,6 +16,7 @@ from royalties.errors import ValidationFailed
 from royalties.models import SignInLink
 from royalties.services import accounts
 from royalties.services.sign_in import end_session, link_is_usable, request_link, use_link
+from tests.helpers import at_once
 
 T0 = datetime(2026, 12, 1, 12, 0, tzinfo=UTC)
 ADMINS = frozenset({"ops@example.com"})
@@ -100,25 +100,12 @@ def test_of_concurrent_uses_of_one_link_exactly_one_signs_in(engine: Engine, ses
     session.rollback()
     factory = make_sessionmaker(engine)
     threads = 6
-    barrier = threading.Barrier(threads)
-    results: list[object] = []
-    lock = threading.Lock()
 
-    def attempt() -> None:
+    def attempt() -> object:
         with factory() as own:
-            barrier.wait()
-            try:
-                grant = use_link(own, token=token, admin_emails=ADMINS, now=T0)
-            except Exception as exc:
-                grant = exc
-        with lock:
-            results.append(grant)
+            return use_link(own, token=token, admin_emails=ADMINS, now=T0)
 
-    workers = [threading.Thread(target=attempt) for _ in range(threads)]
-    for worker in workers:
-        worker.start()
-    for worker in workers:
-        worker.join(30)
+    results = at_once(threads, attempt)
     assert len(results) == threads
     granted = [r for r in results if r is not None]
     assert len(granted) == 1, results
