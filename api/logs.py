@@ -130,5 +130,7 @@ def setup(*, default_level: str = "INFO", stream: IO[str] | None = None) -> None
     handler._royalties = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)
-    # The Stripe SDK logs every request at INFO: only its warnings are worth a line.
-    logging.getLogger("stripe").setLevel(max(logging.WARNING, root.level))
+    # The Stripe SDK logs every request at INFO, SQLAlchemy every statement and its result
+    # rows (people's data) at INFO and DEBUG: only their warnings are worth a line.
+    for noisy in ("stripe", "sqlalchemy"):
+        logging.getLogger(noisy).setLevel(max(logging.WARNING, root.level))
