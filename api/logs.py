@@ -32,7 +32,7 @@ HTTP_FIELDS = ("method", "path", "status", "duration_ms", "role", "principal_id"
 
 _REDACTIONS: list[tuple[re.Pattern[str], str]] = [
     (re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}"), "[email]"),
-    (re.compile(r"(?<![A-Za-z0-9])(?:sk|rk|pk|whsec)_[A-Za-z0-9_]+"), "[secret]"),
+    (re.compile(r"(?<![A-Za-z0-9_])(?:sk|rk|pk|whsec)_[A-Za-z0-9_]+"), "[secret]"),
     (re.compile(r"(?<![0-9A-Fa-f])[0-9A-Fa-f]{64}(?![0-9A-Fa-f])"), "[hash]"),
     # PostgreSQL's detail of a constraint violation names the offending value.
     (re.compile(r"(Key \([^)]*\))=\((?:[^()]|\([^()]*\))*\)"), r"\1=([redacted])"),

@@ -29,10 +29,9 @@ def snapshot(session: Session) -> Snapshot:
     """The figures, read in one short read-only transaction (rolled back)."""
     try:
         state = rewards.shown_state_sql()
-        by_reward = dict(session.execute(select(state, func.count()).group_by(state)).tuples())
-        by_payout = dict(
-            session.execute(select(Payout.state, func.count()).group_by(Payout.state)).tuples()
-        )
+        by_reward = {s: n for s, n in session.execute(select(state, func.count()).group_by(state))}
+        by_state = select(Payout.state, func.count()).group_by(Payout.state)
+        by_payout = {s: n for s, n in session.execute(by_state)}
         # NOT fanned_out and state = 'pending': the predicates of their partial indexes
         backlog = session.scalar(select(func.count()).where(~Event.fanned_out)) or 0
         pending = (
