@@ -96,6 +96,7 @@ def serve_process(
     # Without PUBLIC_BASE_URL the server's links name the address it is bound to.
     inherited = {k: v for k, v in os.environ.items() if k != "PUBLIC_BASE_URL"}
     env = {**inherited, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1", **(env or {})}
+    own_log = log is None
     if log is None:
         handle, name = tempfile.mkstemp(prefix="royalties-serve-", suffix=".log")
         os.close(handle)
@@ -125,6 +126,8 @@ def serve_process(
         if server.poll() is None:
             os.killpg(server.pid, signal.SIGTERM)
             server.wait(timeout=60)
+        if own_log:
+            log.unlink(missing_ok=True)
 
 
 @contextmanager
