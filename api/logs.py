@@ -2,10 +2,11 @@
 worker): one setup, safe to ship to a log store.
 
 - Nothing secret or personal in a line: SQL parameters are hidden at the source
-  (``royalties.db.make_engine`` sets ``hide_parameters``), and every handler set up here
-  redacts, as a second line of defence, email addresses, Stripe and API keys (``sk_``,
-  ``rk_``, ``pk_``, ``whsec_``), 64-hex digests (key and token hashes) and the values in
-  a database's ``Key (column)=(value)`` detail, in the message and in the traceback.
+  (``royalties.db.make_engine`` sets ``hide_parameters``), and every formatter set up
+  here masks, as a second line of defence, email addresses, Stripe and API keys
+  (``sk_``, ``rk_``, ``pk_``, ``whsec_``), 64-hex digests (key and token hashes) and the
+  values in a database's ``Key (column)=(value)`` detail, anywhere in the line: message
+  and traceback alike.
 - Every line of a request carries its request id (``REQUEST_ID``, set by
   ``api.telemetry``); lines outside a request carry ``-``.
 - ``LOG_FORMAT=json``: one JSON object a line (time, level, logger, pid, request_id,
@@ -46,22 +47,6 @@ def redact(text: str) -> str:
     return text
 
 
-class Redact(logging.Filter):
-    """Masks what ``redact`` masks in a record's message, traceback and stack."""
-
-    _formatter = logging.Formatter()
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        record.msg, record.args = redact(record.getMessage()), ()
-        if record.exc_info and not record.exc_text:
-            record.exc_text = self._formatter.formatException(record.exc_info)
-        if record.exc_text:
-            record.exc_text = redact(record.exc_text)
-        if record.stack_info:
-            record.stack_info = redact(record.stack_info)
-        return True
-
-
 class WithRequestId(logging.Filter):
     """Adds ``request_id`` (the current request's, or ``-``) to every record."""
 
@@ -71,14 +56,21 @@ class WithRequestId(logging.Filter):
 
 
 class TextFormatter(logging.Formatter):
+    """Readable lines, masked whole: message, traceback and stack alike (the record is
+    left as it is, for any other handler)."""
+
     def __init__(self) -> None:
         super().__init__(
             "%(asctime)s [%(process)d] %(levelname)s %(name)s [%(request_id)s] %(message)s"
         )
 
+    def format(self, record: logging.LogRecord) -> str:
+        return redact(super().format(record))
+
 
 class JsonFormatter(logging.Formatter):
-    """One JSON object a line."""
+    """One JSON object a line; each text masked before it is encoded (a traceback's
+    newline, once escaped, would hide the start of a key from the patterns)."""
 
     def format(self, record: logging.LogRecord) -> str:
         line: dict[str, Any] = {
@@ -87,15 +79,19 @@ class JsonFormatter(logging.Formatter):
             "logger": record.name,
             "pid": record.process,
             "request_id": getattr(record, "request_id", "-"),
-            "message": record.getMessage(),
+            "message": redact(record.getMessage()),
         }
         http = getattr(record, "http", None)
         if isinstance(http, dict):
-            line.update((name, http.get(name)) for name in HTTP_FIELDS)
+            for name in HTTP_FIELDS:
+                value = http.get(name)
+                line[name] = redact(value) if isinstance(value, str) else value
         if record.exc_info and not record.exc_text:
             record.exc_text = self.formatException(record.exc_info)
         if record.exc_text:
-            line["exception"] = record.exc_text
+            line["exception"] = redact(record.exc_text)
+        if record.stack_info:
+            line["stack"] = redact(record.stack_info)
         return json.dumps(line, default=str)
 
 
@@ -108,12 +104,23 @@ def formatter(fmt: str | None = None) -> logging.Formatter:
 
 
 def install(handler: logging.Handler, fmt: str | None = None) -> logging.Handler:
-    """Give ``handler`` the redaction, the request id and the configured format."""
-    for kind in (Redact, WithRequestId):
-        if not any(isinstance(f, kind) for f in handler.filters):
-            handler.addFilter(kind())
+    """Give ``handler`` the request id and the configured, redacting format."""
+    if not any(isinstance(f, WithRequestId) for f in handler.filters):
+        handler.addFilter(WithRequestId())
     handler.setFormatter(formatter(fmt))
     return handler
+
+
+class _Stderr(logging.StreamHandler):  # type: ignore[type-arg]
+    """Writes to ``sys.stderr`` as it is at each line (a test runner swaps it)."""
+
+    @property  # type: ignore[override]
+    def stream(self) -> IO[str]:
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, _value: IO[str]) -> None:
+        pass
 
 
 def setup(*, default_level: str = "INFO", stream: IO[str] | None = None) -> None:
@@ -126,7 +133,7 @@ def setup(*, default_level: str = "INFO", stream: IO[str] | None = None) -> None
     root = logging.getLogger()
     for old in [h for h in root.handlers if getattr(h, "_royalties", False)]:
         root.removeHandler(old)
-    handler = install(logging.StreamHandler(stream or sys.stderr))
+    handler = install(logging.StreamHandler(stream) if stream else _Stderr())
     handler._royalties = True  # type: ignore[attr-defined]
     root.addHandler(handler)
     root.setLevel(level)

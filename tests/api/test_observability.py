@@ -10,6 +10,7 @@ import json
 import logging
 import re
 
+import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import text
 
@@ -92,15 +93,18 @@ def test_every_line_of_a_request_carries_its_id_and_the_request_line_its_caller(
     }
 
 
-def test_the_text_format_is_readable_and_redacted():
+@pytest.mark.parametrize("fmt", ["text", "json"])
+def test_both_formats_mask_messages_and_tracebacks_alike(fmt, caplog):
     stream = io.StringIO()
-    logger = logging.getLogger("royalties.test.text")
-    handler = logs.install(logging.StreamHandler(stream), "text")
+    logger = logging.getLogger("royalties.test.formats")
+    handler = logs.install(logging.StreamHandler(stream), fmt)
     logger.addHandler(handler)
+    caplog.set_level(logging.INFO)
     try:
         token = logs.REQUEST_ID.set("r-1")
+        detail = "\n".join(["Key (email)=(bob@example.com) exists", "sk_live_abc", "whsec_x"])
         try:
-            raise ValueError("Key (email)=(bob@example.com) already exists, sk_live_abc")
+            raise ValueError(detail)  # the traceback shows this line, not the values
         except ValueError:
             logger.exception("failed for %s with %s", "rk_" + "a" * 32, "f" * 64)
         finally:
@@ -108,9 +112,18 @@ def test_the_text_format_is_readable_and_redacted():
     finally:
         logger.removeHandler(handler)
     out = stream.getvalue()
-    assert " ERROR royalties.test.text [r-1] failed for [secret] with [hash]" in out
+    if fmt == "text":
+        assert " ERROR royalties.test.formats [r-1] failed for [secret] with [hash]" in out
+    else:
+        [line] = [json.loads(text) for text in out.splitlines()]
+        assert line["message"] == "failed for [secret] with [hash]"
+        assert line["request_id"] == "r-1"
+        out = line["exception"]
     assert "Key (email)=([redacted])" in out and "Traceback" in out
-    assert "bob@" not in out and "sk_live" not in out and "a" * 32 not in out
+    for secret in ("bob@", "sk_live", "whsec_x", "a" * 32, "f" * 64):
+        assert secret not in out, secret
+    # The record itself is untouched, for any other handler (here pytest's).
+    assert "rk_" + "a" * 32 in caplog.records[-1].getMessage()
 
 
 def test_redaction_masks_emails_keys_secrets_and_digests_and_keeps_the_rest():
