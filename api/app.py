@@ -8,7 +8,7 @@ from flask import Flask, Response, render_template, request
 from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import config as config_module
-from api import errors, guards, reference
+from api import errors, guards, metrics, reference, telemetry
 from api.errors import ProblemApi
 from api.extensions import db, init_mail
 from api.limits import limiter
@@ -35,6 +35,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     if proxies:  # take the client's address and scheme from that many proxies' headers
         app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
+    telemetry.register(app)  # first: every later hook runs with the request's id
     db.init_app(app, engine=app.config.get("ENGINE"))
     init_mail(app)
 
@@ -52,6 +53,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     )
     app.extensions["royalties.api"] = api
     errors.register(app)
+    metrics.register(app)
     limiter.init_app(app)
     guards.register(app)  # after the limiter, so a refused request still spends its budget
 
@@ -87,10 +89,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         return render_template(
             "docs.html", ref=app.extensions["royalties.reference"], locations=reference.LOCATIONS
         )
-
-    @app.get("/healthz")
-    def healthz() -> Response:
-        return Response("ok\n", mimetype="text/plain")
 
     @app.after_request
     def _security_headers(response: Response) -> Response:

@@ -13,7 +13,9 @@ from royalties.db import database_url, make_engine, make_sessionmaker
 
 @click.group(help="Fan royalty and referral reward engine.")
 def main() -> None:
-    pass
+    from api import logs
+
+    logs.setup(default_level="WARNING")  # LOG_LEVEL, LOG_FORMAT; redacted (api/logs.py)
 
 
 @main.group(help="Database schema.")
@@ -60,8 +62,24 @@ def admin_key_create() -> None:
     "return pages use http://HOST:PORT (http://127.0.0.1:PORT when HOST is 0.0.0.0 or ::).",
 )
 @click.option("--workers", default=2, show_default=True, type=click.IntRange(1, 64))
-def serve(bind: str, workers: int) -> None:
-    from api.config import base_url_for_bind
+@click.option(
+    "--graceful-timeout",
+    default=30,
+    show_default=True,
+    type=click.IntRange(1, 3600),
+    help="seconds that requests in flight get to finish after SIGTERM",
+)
+def serve(bind: str, workers: int, graceful_timeout: int) -> None:
+    """Every file this instance needs on the host (gunicorn's control socket, the
+    workers' heartbeat files, the Prometheus counters) is in a private directory of its
+    own, so several instances (and workers) on one host never share one; gunicorn
+    removes it on exit. SIGTERM stops accepting, lets requests in flight finish (up to
+    --graceful-timeout) and exits 0."""
+    import tempfile
+    from urllib.parse import urlsplit
+
+    from api.config import base_url_for_bind, metrics_port
+    from api.gunicorn_conf import INSTANCE_DIR_ENV
 
     _require_schema()
     if not os.environ.get("PUBLIC_BASE_URL"):
@@ -73,8 +91,20 @@ def serve(bind: str, workers: int) -> None:
         import secrets
 
         os.environ["SECRET_KEY"] = secrets.token_hex(32)
-    args = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
-    args += ["--access-logfile", "-", "wsgi:app"]
+    metrics_bind = os.environ.get("METRICS_BIND") or None
+    port = metrics_port(metrics_bind)  # the app tells the listeners apart by port
+    if port is not None and urlsplit(base_url_for_bind(bind) or "").port == port:
+        raise click.BadParameter(f"METRICS_BIND needs a port of its own, not {port}")
+    instance = tempfile.mkdtemp(prefix="royalties-serve-")  # mode 0700, new every start
+    metrics_dir = os.path.join(instance, "prometheus")
+    os.mkdir(metrics_dir)
+    os.environ[INSTANCE_DIR_ENV] = instance
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = metrics_dir  # read by the workers
+    args = [sys.executable, "-m", "gunicorn", "--config", "python:api.gunicorn_conf"]
+    args += ["--bind", bind, *(["--bind", metrics_bind] if metrics_bind else [])]
+    args += ["--workers", str(workers), "--graceful-timeout", str(graceful_timeout)]
+    args += ["--control-socket", os.path.join(instance, "gunicorn.ctl")]
+    args += ["--worker-tmp-dir", instance, "wsgi:app"]
     os.execv(sys.executable, args)  # noqa: S606 - replaces this process with gunicorn
 
 
@@ -290,15 +320,13 @@ def fraud_scan() -> None:
 
 def _require_schema() -> None:
     """Exit with a clear message when the database is not migrated to the latest schema."""
-    from alembic.runtime.migration import MigrationContext
-
-    from royalties.migrate import current_heads
+    from royalties.migrate import applied_heads, current_heads
 
     url = database_url()
     engine = make_engine(url)
     try:
         with engine.connect() as conn:
-            current = set(MigrationContext.configure(conn).get_current_heads())
+            current = applied_heads(conn)
     except Exception as exc:
         raise click.ClickException(f"cannot open the database {_redact(url)}: {exc}") from None
     finally:

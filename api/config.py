@@ -154,6 +154,21 @@ def base_url_for_bind(bind: str) -> str | None:
     return f"http://{host}:{port}"
 
 
+def metrics_port(bind: str | None) -> int | None:
+    """The port of ``METRICS_BIND`` (``HOST:PORT``), None when unset; SystemExit when it
+    is not a host and a port."""
+    if not bind:
+        return None
+    bracketed = _BRACKETED.fullmatch(bind)
+    if bracketed:
+        host, port = bracketed.groups()
+    else:
+        host, _, port = bind.rpartition(":")
+    if not host or (":" in host and not bracketed) or not port.isdigit() or int(port) > 65535:
+        raise SystemExit(f"METRICS_BIND must be HOST:PORT, got {bind!r}")
+    return int(port)
+
+
 def from_env() -> dict[str, Any]:
     return {
         "DATABASE_URL": database_url(),
@@ -201,6 +216,9 @@ def from_env() -> dict[str, Any]:
         # (the default) the client address is the connection's; behind a proxy every
         # client would then share its address, in rate limits and click/fraud hashes.
         "TRUSTED_PROXIES": _int_env("TRUSTED_PROXIES", 0),
+        # Set, /metrics answers only on this (second) listener of ``royalties serve``, to
+        # anyone who reaches it; unset, it answers on the main one to an admin key.
+        "METRICS_BIND": os.environ.get("METRICS_BIND") or None,
         # Bodies above this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _int_env("MAX_BODY_BYTES", 64 * 1024),
         # Rate limits (api/limits.py); a limit left None takes its default from above.

@@ -6,6 +6,8 @@
   malformed JSON 400; unknown routes 404; wrong methods 405.
 - Anything else is a bug: logged with its traceback server-side, answered with a bare
   500 that names nothing internal.
+- Every problem carries the request's ``request_id`` (api/telemetry.py), the key to its
+  log lines.
 - The OpenAPI document says so: every error response is documented as problem+json,
   404 wherever the path names an id, 401/403 wherever a key is needed.
 - Secrets stay out of the logs: the Stripe SDK logs what Stripe answers (bodies at
@@ -20,7 +22,7 @@ from typing import Any
 
 import marshmallow as ma
 from apispec import BasePlugin
-from flask import Flask, Response, json
+from flask import Flask, Response, g, has_request_context, json
 from flask_smorest import Api
 from flask_smorest.utils import prepare_response
 from werkzeug.exceptions import HTTPException
@@ -72,6 +74,9 @@ class ProblemSchema(ma.Schema):
     code = ma.fields.String(metadata={"description": "Stable machine-readable code"})
     detail = ma.fields.String(metadata={"description": "What went wrong, for a human"})
     errors = ma.fields.Dict(metadata={"description": "Field name -> list of messages"})
+    request_id = ma.fields.String(
+        metadata={"description": "The request's id (X-Request-Id), as on its log lines"}
+    )
 
 
 def problem(
@@ -92,6 +97,8 @@ def problem(
     }
     if errors:
         body["errors"] = errors
+    if has_request_context() and g.get("request_id"):
+        body["request_id"] = g.request_id  # to find the request's log lines
     response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIME)
     for name, value in (headers or {}).items():
         response.headers[name] = value

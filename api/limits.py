@@ -268,9 +268,12 @@ def _memory_strategy() -> RateLimiter:
 
 
 def _too_many_requests(error: RateLimitExceeded) -> Response:
+    from api.metrics import RATE_LIMITED
+
     retry_after = _retry_after()
     headers = {"Retry-After": str(retry_after)}
     setting = request_budget() or ""
+    RATE_LIMITED.labels(setting or "-").inc()
     if setting and setting in PAGES:
         return too_many_page(setting, retry_after)
     if not request.path.startswith("/v1/"):  # a page a browser asked for

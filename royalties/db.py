@@ -10,6 +10,7 @@
 - Advisory locks are made one way (``advisory_lock``): a name of string parts, hashed in
   Python to PostgreSQL's 64-bit key, held until the transaction ends.
 - Services receive a ``Session`` and own commit/rollback; nothing here commits.
+- An engine's errors and logs never show SQL parameters (``hide_parameters``).
 """
 
 from __future__ import annotations
@@ -117,8 +118,12 @@ def make_engine(
     on every request, most of them reusing a connection used milliseconds ago. A
     connection that dies while in steady use fails the one statement that finds out;
     SQLAlchemy then invalidates it and every older pooled connection, so the next
-    checkout reconnects (tests/integration/test_connection_health.py)."""
+    checkout reconnects (tests/integration/test_connection_health.py).
+
+    SQL parameters (buyer emails, key hashes, idempotency keys) never appear in an
+    error's text or the engine's log: ``hide_parameters`` unless a caller asks."""
     url = database_url(url)
+    kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
         kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
         if ":memory:" in url or url in ("sqlite://", "sqlite:///"):

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from alembic import command
 from alembic.config import Config
+from sqlalchemy import Connection
 
 import migrations
 from royalties.db import database_url
@@ -31,3 +32,10 @@ def current_heads(url: str | None = None) -> tuple[str, ...]:
     from alembic.script import ScriptDirectory
 
     return tuple(ScriptDirectory.from_config(alembic_config(url)).get_heads())
+
+
+def applied_heads(conn: Connection) -> set[str]:
+    """The revisions the database on ``conn`` is at (empty before the first upgrade)."""
+    from alembic.runtime.migration import MigrationContext
+
+    return set(MigrationContext.configure(conn).get_current_heads())

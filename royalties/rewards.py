@@ -75,6 +75,15 @@ def shown_state(reward: _RewardRow) -> str:
     return reward.state
 
 
+def shown_state_sql(reward: Any = Reward) -> ColumnElement[str]:
+    """SQL: ``shown_state``, for counting rewards by state in one query."""
+    return case(
+        (reward.review_state.in_((HELD, REJECTED)), reward.review_state),
+        (reward.reversed_amount == reward.amount, REVERSED),
+        else_=reward.state,
+    )
+
+
 def view(reward: Any, content_id: str) -> dict[str, Any]:
     """A reward as the API shows it (``/v1/fans/{id}/rewards``) and as its events carry
     it. ``reward``: a Reward, or a row with the same attributes."""

@@ -11,6 +11,7 @@ from flask_smorest import Blueprint
 from api.auth import current_principal, require
 from api.context import client_address_hash
 from api.extensions import db
+from api.metrics import record_sale
 from api.run_once import run_once
 from api.schemas.sales import IdempotencyHeader, PurchaseIn, PurchaseOut, RefundIn, RefundOut
 from royalties.errors import NotFound
@@ -60,7 +61,7 @@ class Purchases(MethodView):
         """
         storefront_id = current_principal().owner_id
         assert storefront_id is not None
-        return run_once(
+        answer = run_once(
             lambda claim: purchases.record_purchase(
                 db.session,
                 storefront_id=storefront_id,
@@ -76,6 +77,7 @@ class Purchases(MethodView):
                 claim=claim,
             )
         )
+        return record_sale("purchases", answer)
 
 
 @blp.route("/purchases/<purchase_id>")
@@ -108,7 +110,7 @@ class Refunds(MethodView):
         if not looks_like_id(purchase_id):
             # Before the key is claimed: the claim stores the path, which must fit.
             raise NotFound(f"purchase {purchase_id[:64]} does not exist")
-        return run_once(
+        answer = run_once(
             lambda claim: refunds.refund_purchase(
                 db.session,
                 storefront_id=storefront_id,
@@ -117,3 +119,4 @@ class Refunds(MethodView):
                 claim=claim,
             )
         )
+        return record_sale("refunds", answer)

@@ -8,11 +8,13 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 import urllib.request
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -45,23 +47,70 @@ def free_port() -> int:
 
 @contextmanager
 def royalties_serve(
-    db_url: str, *, port: int | None = None, env: dict[str, str] | None = None
+    db_url: str,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = ("--workers", "1"),
+    log: Path | None = None,
 ) -> Iterator[tuple[int, dict[str, str]]]:
-    """``royalties serve`` (one worker) on ``port`` (default: a free one) of 127.0.0.1;
-    yields the port and the environment it runs with, ``env`` added to this process's."""
+    """``royalties serve ARGS`` (one worker by default) on ``port`` (default: a free one)
+    of 127.0.0.1; yields the port and the environment it runs with, ``env`` added to this
+    process's. Its stdout and stderr go to ``log`` (default: a temporary file)."""
+    with serve_process(db_url, port=port, env=env, args=args, log=log) as server:
+        yield server.port, server.env
+
+
+@dataclass
+class Served:
+    """A running ``royalties serve``: its process (the gunicorn master), port,
+    environment and the file its output goes to."""
+
+    process: subprocess.Popen[bytes]
+    port: int
+    env: dict[str, str]
+    log: Path
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def stop(self, timeout: float = 60) -> int:
+        """SIGTERM to the master; its exit status."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+        return self.process.wait(timeout=timeout)
+
+
+@contextmanager
+def serve_process(
+    db_url: str,
+    *,
+    port: int | None = None,
+    env: dict[str, str] | None = None,
+    args: tuple[str, ...] = ("--workers", "1"),
+    log: Path | None = None,
+) -> Iterator[Served]:
+    """``royalties serve`` as ``royalties_serve`` starts it, once ``/healthz`` answers; on
+    exit SIGTERMed (its process group, workers included) unless already stopped."""
     port = port or free_port()
     # Without PUBLIC_BASE_URL the server's links name the address it is bound to.
     inherited = {k: v for k, v in os.environ.items() if k != "PUBLIC_BASE_URL"}
     env = {**inherited, "DATABASE_URL": db_url, "PYTHONUNBUFFERED": "1", **(env or {})}
-    server = subprocess.Popen(
-        [sys.executable, "-m", "api.cli", "serve", "--bind", f"127.0.0.1:{port}", "--workers", "1"],
-        cwd=REPO,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        text=True,
-        start_new_session=True,
-    )
+    own_log = log is None
+    if log is None:
+        handle, name = tempfile.mkstemp(prefix="royalties-serve-", suffix=".log")
+        os.close(handle)
+        log = Path(name)
+    with log.open("ab") as out:
+        server = subprocess.Popen(
+            [sys.executable, "-m", "api.cli", "serve", "--bind", f"127.0.0.1:{port}", *args],
+            cwd=REPO,
+            env=env,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    served = Served(server, port, env, log)
     try:
         deadline = time.monotonic() + 30
         while True:
@@ -70,12 +119,15 @@ def royalties_serve(
                     break
             except OSError:
                 if server.poll() is not None or time.monotonic() > deadline:
-                    pytest.fail(f"royalties serve did not start: {server.communicate()[1]}")
+                    pytest.fail(f"royalties serve did not start: {served.output()}")
                 time.sleep(0.1)
-        yield port, env
+        yield served
     finally:
-        os.killpg(server.pid, signal.SIGTERM)
-        server.wait(timeout=30)
+        if server.poll() is None:
+            os.killpg(server.pid, signal.SIGTERM)
+            server.wait(timeout=60)
+        if own_log:
+            log.unlink(missing_ok=True)
 
 
 @contextmanager

@@ -310,3 +310,156 @@ def test_html_pages_allow_only_same_origin_scripts_and_styles(api):
     assert "<style" not in html and "style=" not in html and "<script" not in html
     sheet = api.call("GET", "/static/docs.css")
     assert sheet.status_code == 200 and sheet.mimetype == "text/css"
+
+
+def test_a_real_server_logs_no_email_key_hash_idempotency_key_or_secret(db_url, session, tmp_path):
+    """Sales, a replay, a refund, a paid payout, refused requests, a 429 and a 500 (the
+    database refusing the purchase's INSERT) through ``royalties serve`` at DEBUG, in
+    JSON: every line of its output is searched for each known value."""
+    from sqlalchemy import text
+
+    from royalties.keys import hash_key
+    from tests.api.live import serve_process
+
+    hidden = {
+        "stripe key": "sk_test_" + secrets.token_hex(16),
+        "webhook secret": "whsec_" + secrets.token_hex(16),
+        "session secret": secrets.token_hex(32),
+        "click salt": secrets.token_hex(16),
+    }
+    admin = create_admin_key(session)
+    session.close()
+    keys = {"admin": admin}
+    with FakeStripe(hang_seconds=2) as fake:
+        env = {
+            "LOG_FORMAT": "json",
+            "LOG_LEVEL": "DEBUG",
+            "STRIPE_API_KEY": hidden["stripe key"],
+            "STRIPE_API_BASE": fake.url,
+            "STRIPE_WEBHOOK_SECRET": hidden["webhook secret"],
+            "SECRET_KEY": hidden["session secret"],
+            "CLICK_HASH_SALT": hidden["click salt"],
+            "MIN_PAYOUT": "1000",
+            "RATELIMIT_LOGIN": "2/minute",
+        }
+        with serve_process(db_url, env=env, log=tmp_path / "serve.log") as served:
+            base = f"http://127.0.0.1:{served.port}"
+
+            def call(method: str, path: str, key: str | None = None, **kw: Any) -> Any:
+                headers = kw.pop("headers", {})
+                if key:
+                    headers["Authorization"] = f"Bearer {key}"
+                return requests.request(method, base + path, headers=headers, timeout=20, **kw)
+
+            def made(name: str, path: str, key: str | None, body: Any) -> dict[str, Any]:
+                answer = call("POST", path, key, json=body)
+                assert answer.status_code == 201, answer.text
+                keys[name] = answer.json()["api_key"]
+                return answer.json()  # type: ignore[no-any-return]
+
+            artist = made("artist", "/v1/artists", admin, {"name": "Ada"})
+            made("storefront", "/v1/storefronts", admin, {"name": "S", "base_url": "https://s.io"})
+            emails = {f"{who} email": f"{who}-{secrets.token_hex(4)}@leak.example" for who in "abc"}
+            hidden.update(emails)
+            fan = made("fan", "/v1/fans", None, {"handle": "ann", "email": emails["a email"]})
+            plan = {"level_rates_bps": [5000], "hold_days": 0}
+            path = f"/v1/artists/{artist['id']}/reward-plan"
+            assert call("PUT", path, keys["artist"], json=plan).ok
+            item = {"title": "S", "kind": "track", "price": 3000, "currency": "USD"}
+            item = call(
+                "POST",
+                "/v1/content",
+                keys["artist"],
+                json={**item, "storefront_url": "https://s.io/1"},
+            ).json()
+            link = call("POST", "/v1/share-links", keys["fan"], json={"content_id": item["id"]})
+            sale = {
+                "content_id": item["id"],
+                "amount": 3000,
+                "currency": "USD",
+                "buyer": {"email": emails["b email"]},
+                "share_code": link.json()["code"],
+            }
+            idem = {
+                name: f"idem-{name}-{secrets.token_hex(6)}" for name in ("sale", "refund", "bug")
+            }
+            hidden.update({f"idempotency key of the {k}": v for k, v in idem.items()})
+            for _ in range(2):  # the second is a replay
+                bought = call(
+                    "POST",
+                    "/v1/purchases",
+                    keys["storefront"],
+                    json=sale,
+                    headers={"Idempotency-Key": idem["sale"]},
+                )
+                assert bought.status_code == 201, bought.text
+            refunded = call(
+                "POST",
+                f"/v1/purchases/{bought.json()['id']}/refunds",
+                keys["storefront"],
+                json={"amount": 1000},
+                headers={"Idempotency-Key": idem["refund"]},
+            )
+            assert refunded.status_code == 201, refunded.text
+
+            account = call("POST", f"/v1/fans/{fan['id']}/payout-account", keys["fan"]).json()
+            fake.set_payouts_enabled(account["account_id"], True)
+            event = make_event("account.updated", fake.accounts[account["account_id"]])
+            signature = sign_payload(event, hidden["webhook secret"])
+            hook = call(
+                "POST",
+                "/v1/webhooks/stripe",
+                data=event,
+                headers={"Stripe-Signature": signature, **_json_type()},
+            )
+            assert hook.ok, hook.text
+            run = call("POST", "/v1/payout-runs", admin)
+            assert [p["state"] for p in run.json()["payouts"]] == ["paid"], run.text
+
+            token = "t" * 32  # shaped like a sign-in link's token
+            hidden["sign-in token in a path"] = token
+            refused = [
+                call("GET", f"/v1/fans/{fan['id']}", "rk_" + secrets.token_hex(16)),
+                call("GET", f"/v1/fans/{fan['id']}", keys["storefront"]),
+                call("POST", "/v1/purchases", keys["storefront"], json=sale),  # no key
+                call("POST", "/v1/artists", admin, json={"name": "", "email": emails["c email"]}),
+                call("GET", f"/dashboard/login/email/{token}"),
+                *(call("POST", "/dashboard/login", data={"api_key": admin}) for _ in range(3)),
+            ]
+            assert [r.status_code for r in refused][:4] == [401, 403, 400, 422]
+            assert refused[-1].status_code == 429
+
+            # Bugs: statements whose parameters are an idempotency key, then an email.
+            for n, (table, column) in enumerate(
+                [("idempotency_records", "request_hash"), ("fans", "email")]
+            ):
+                rename = f"ALTER TABLE {table} RENAME COLUMN {{}} TO {{}}"
+                with session.bind.begin() as conn:  # type: ignore[union-attr]
+                    conn.execute(text(rename.format(column, "gone")))
+                crash = call(
+                    "POST",
+                    "/v1/purchases",
+                    keys["storefront"],
+                    json={**sale, "buyer": {"email": emails["c email"]}},
+                    headers={"Idempotency-Key": idem["bug"], "X-Request-Id": f"bug-{n}"},
+                )
+                with session.bind.begin() as conn:  # type: ignore[union-attr]
+                    conn.execute(text(rename.format("gone", column)))
+                assert crash.status_code == 500, crash.text
+                assert crash.json()["request_id"] == crash.headers["X-Request-Id"] == f"bug-{n}"
+            assert served.stop() == 0
+        output = served.output()
+
+    for name, key in keys.items():
+        hidden[f"{name} key"] = key
+        hidden[f"{name} key past its prefix"] = key[10:]
+        hidden[f"{name} key's hash"] = hash_key(key)
+    lines = [json.loads(line) for line in output.splitlines() if line.strip()]  # all JSON
+    for name, value in hidden.items():
+        assert value not in output, f"the {name} is in the server's log"
+    for n in range(2):  # each bug's traceback is on a line with its request's id
+        bug = [line for line in lines if line["request_id"] == f"bug-{n}"]
+        assert any("parameters hidden" in line.get("exception", "") for line in bug), bug
+        assert {"status": 500, "path": "/v1/purchases"}.items() <= bug[-1].items()
+    assert any(line.get("path") == "/dashboard/login/email/[redacted]" for line in lines)
+    assert any("Booting worker" in line["message"] for line in lines)  # gunicorn's, as JSON
