@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import socket
 import threading
 from pathlib import Path
 from typing import Any
@@ -75,10 +76,20 @@ def test_metrics_bind_serves_every_workers_counts_there_and_nothing_on_the_main_
     env = {**shared_home(tmp_path), "METRICS_BIND": f"127.0.0.1:{metrics_port}"}
     with serve_process(db_url, env=env, args=WORKERS) as served:
         main = f"http://127.0.0.1:{served.port}"
-        pids = set()
-        for _ in range(40):  # new connections: both workers answer some
+        # A sync worker that accepted a connection waits for its request and serves no
+        # other: with one connection held half-sent, the other worker answers the 39
+        # requests, then the held one is finished. Both answer, whatever the kernel's
+        # choice of who accepts.
+        held = socket.create_connection(("127.0.0.1", served.port), timeout=10)
+        held.sendall(b"GET /v1/openapi-nope HTTP/1.1\r\n")
+        for _ in range(39):
             with requests.Session() as once:
                 assert once.get(f"{main}/v1/openapi-nope", timeout=5).status_code == 404
+        held.sendall(b"Host: 127.0.0.1\r\nConnection: close\r\n\r\n")
+        with held, held.makefile("rb") as answer:
+            assert answer.readline().split()[1] == b"404"
+            answer.read()  # to the close: the request is logged before we look
+        pids = set()
         for line in served.output().splitlines():
             found = re.search(r"\[(\d+)\] INFO royalties.request", line)
             if found:
