@@ -11,8 +11,9 @@
   commits late is never skipped the way a high-water mark on ``seq`` would skip it).
 - ``webhook_endpoints``: a URL of an admin, artist or storefront, the event types it
   wants (null: all), its signing secret (``whsec_`` + base64; during a rotation the
-  previous one signs too, until ``previous_secret_until``), and ``disabled_at`` with a
-  reason once it failed for too long.
+  previous one signs too, until ``previous_secret_until``), ``failing_since`` (the
+  first failure after its last success) and ``disabled_at`` with a reason once it
+  failed for too long.
 - ``webhook_deliveries``: one per (endpoint, event): ``pending`` until the receiver
   answered 2xx (``delivered``) or the retry schedule ran out (``failed``).
   ``next_attempt_at`` is when it is due; ``claimed_until`` is a worker's lease, so a
@@ -101,6 +102,7 @@ class WebhookEndpoint(Base):
     previous_secret: Mapped[str | None] = mapped_column(String(128))
     previous_secret_until: Mapped[datetime | None] = mapped_column(UTCDateTime)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
+    failing_since: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_at: Mapped[datetime | None] = mapped_column(UTCDateTime)
     disabled_reason: Mapped[str | None] = mapped_column(String(500))
 
@@ -112,6 +114,13 @@ class WebhookDelivery(Base):
         CheckConstraint("state IN ('pending','delivered','failed')", name="state"),
         Index(
             "ix_webhook_deliveries_due",
+            "next_attempt_at",
+            postgresql_where=text("state = 'pending'"),
+            sqlite_where=text("state = 'pending'"),
+        ),
+        Index(  # a worker's claim: each endpoint's due deliveries, in due order
+            "ix_webhook_deliveries_endpoint_due",
+            "endpoint_id",
             "next_attempt_at",
             postgresql_where=text("state = 'pending'"),
             sqlite_where=text("state = 'pending'"),
