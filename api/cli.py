@@ -295,6 +295,51 @@ def _echo_now(line: str) -> None:
     sys.stdout.flush()  # a pipe (a test, `| tee`) sees each line as it happens
 
 
+@main.command(help="Run the background work: webhooks, fan mail, maturing, fraud scan, insights.")
+@click.option("--once", is_flag=True, help="one round of every job, then exit")
+def worker(once: bool) -> None:
+    """Deliver webhooks and fan mail and run the periodic jobs (docs/webhooks.md,
+    docs/notifications.md) until SIGTERM or Ctrl-C; then finish the deliveries in
+    flight and exit 0. Several workers share the work on PostgreSQL; on SQLite run one."""
+    import signal
+    import threading
+
+    from api import logs
+    from api.config import from_env
+    from royalties import worker as loop
+    from royalties.errors import RoyaltiesError
+
+    _require_schema()
+    logs.setup(default_level="INFO")  # what each job did; LOG_LEVEL=WARNING for less
+    config = from_env()
+    try:
+        jobs, deliverer = loop.all_jobs(config)
+    except RoyaltiesError as exc:
+        raise click.ClickException(exc.detail) from None
+    stop = threading.Event()
+
+    def stopping(signum: int, _frame: Any) -> None:
+        if not stop.is_set():
+            click.echo(
+                f"worker: {signal.Signals(signum).name}, finishing what is in hand", err=True
+            )
+        stop.set()
+
+    signal.signal(signal.SIGTERM, stopping)
+    signal.signal(signal.SIGINT, stopping)
+    engine = make_engine()
+    names = ", ".join(job.name for job in jobs)
+    click.echo(f"worker: started (pid {os.getpid()}); jobs: {names}", err=True)
+    try:
+        loop.run(engine, config, jobs, stop=stop, once=once)
+        if once:
+            loop.wait_idle(deliverer, timeout=deliverer.settings.lease.total_seconds())
+    finally:
+        deliverer.stop()
+        engine.dispose()
+    click.echo("worker: stopped", err=True)
+
+
 @main.group(help="Fraud signals.")
 def fraud() -> None:
     pass

@@ -12,6 +12,8 @@ from royalties.background import DEFAULTS as JOB_DEFAULTS
 from royalties.db import database_url
 from royalties.fraud.detectors import FraudConfig
 from royalties.payouts import DEFAULT_CONCURRENCY, Minimums
+from royalties.webhooks.delivery import DEFAULT_SCHEDULE as DEFAULT_RETRY_SCHEDULE
+from royalties.webhooks.delivery import parse_schedule
 
 
 def _int_env(name: str, default: int) -> int:
@@ -121,6 +123,25 @@ def _cron_env(name: str) -> str | None:
     return raw
 
 
+def _schedule_env(name: str) -> tuple[int, ...]:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return DEFAULT_RETRY_SCHEDULE
+    try:
+        return parse_schedule(raw)
+    except ValueError as exc:
+        raise SystemExit(f"{name}: {exc}") from None
+
+
+def _positive_float_env(name: str, default: float) -> float:
+    value = _float_env(name)
+    if value is None:
+        return default
+    if value <= 0:
+        raise SystemExit(f"{name} must be above 0, got {value:g}")
+    return value
+
+
 def _every_env(name: str) -> int:
     return _positive(name, _int_env(name, JOB_DEFAULTS[name]))
 
@@ -209,6 +230,16 @@ def from_env() -> dict[str, Any]:
         "FRAUD_SCAN_MINUTES": _every_env("FRAUD_SCAN_MINUTES"),
         "INSIGHTS_REFRESH_MINUTES": _every_env("INSIGHTS_REFRESH_MINUTES"),
         "PAYOUT_SCHEDULE": _cron_env("PAYOUT_SCHEDULE"),
+        # Outbound webhooks (royalties/webhooks/, docs/webhooks.md): seconds between
+        # attempts, each post's timeout, how long an endpoint may fail before it is
+        # disabled, endpoints in flight at once per worker, how often the worker looks.
+        "WEBHOOK_RETRY_SCHEDULE": _schedule_env("WEBHOOK_RETRY_SCHEDULE"),
+        "WEBHOOK_TIMEOUT_SECONDS": _positive_float_env("WEBHOOK_TIMEOUT_SECONDS", 5.0),
+        "WEBHOOK_DISABLE_AFTER_HOURS": _positive_float_env("WEBHOOK_DISABLE_AFTER_HOURS", 120.0),
+        "WEBHOOK_CONCURRENCY": _positive(
+            "WEBHOOK_CONCURRENCY", _int_env("WEBHOOK_CONCURRENCY", 16)
+        ),
+        "WEBHOOK_SECONDS": _positive_float_env("WEBHOOK_SECONDS", 1.0),
         "SESSION_COOKIE_HTTPONLY": True,
         "SESSION_COOKIE_SAMESITE": "Lax",
         "SESSION_COOKIE_SECURE": _bool_env("SESSION_COOKIE_SECURE", False),
