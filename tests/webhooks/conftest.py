@@ -128,13 +128,17 @@ def endpoint_for(
 ) -> tuple[str, str]:
     """A new endpoint of ``owner``: its id and secret."""
     made = create_endpoint(session, owner, url=url, events=events)
-    return made.endpoint.id, made.secret
+    endpoint_id = made.endpoint.id  # read back: on SQLite that holds the write lock ...
+    session.rollback()  # ... until the transaction ends
+    return endpoint_id, made.secret
 
 
 def endpoint_row(session: Session, endpoint_id: str) -> WebhookEndpoint:
     session.expire_all()
     found = session.scalar(select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id))
     assert found is not None
+    session.expunge(found)
+    session.rollback()
     return found
 
 
