@@ -2,7 +2,10 @@
 
 Everything goes through HTTP requests to the real application (in-process test client),
 so the demo exercises the same code paths a storefront does: share link, click, sale,
-two refunds, balances and a final ledger check.
+two refunds, balances and a final ledger check. The storefront also registers a
+webhook endpoint at a local receiver (``api/dev/receiver.py``), and the worker's own
+fan-out and delivery code sends it the sale and the refunds, signed; the receiver
+verifies each signature.
 """
 
 from __future__ import annotations
@@ -15,8 +18,9 @@ from urllib.parse import parse_qs, urlsplit
 from rich.console import Console
 from rich.table import Table
 
+from api.dev.receiver import LocalReceiver
 from royalties import ledger
-from royalties.db import make_engine, make_sessionmaker
+from royalties.db import make_engine, make_sessionmaker, utcnow
 from royalties.migrate import upgrade
 from royalties.services.accounts import create_admin_key
 
@@ -52,7 +56,8 @@ def run(database: Path, console: Console | None = None) -> int:
     upgrade(url)
     engine = make_engine(url)
     try:
-        return _story(engine, url, console)
+        with LocalReceiver() as receiver:
+            return _story(engine, url, console, receiver)
     finally:
         engine.dispose()
 
@@ -62,7 +67,23 @@ def _money(cents: int) -> str:
     return f"{sign}{abs(cents) // 100}.{abs(cents) % 100:02d}"
 
 
-def _story(engine: Any, url: str, console: Console) -> int:
+def _deliver(engine: Any, receiver: LocalReceiver, console: Console) -> None:
+    """What ``royalties worker`` does each round: fan the new events out, deliver them."""
+    from royalties.webhooks import deliver_due, fan_out
+    from royalties.webhooks.delivery import Settings
+
+    seen = len(receiver.got)
+    fan_out(engine, {}, utcnow())
+    deliver_due(engine, {}, settings=Settings(timeout=5))
+    for got in receiver.got[seen:]:
+        verdict = "signature verified" if got.verified else "[red]signature NOT verified[/]"
+        console.print(
+            f"  webhook [bold]{got.event.get('type')}[/] {got.webhook_id} -> "
+            f"{receiver.url}: {verdict}"
+        )
+
+
+def _story(engine: Any, url: str, console: Console, receiver: LocalReceiver) -> int:
     from api.app import create_app
 
     sessions = make_sessionmaker(engine)
@@ -91,6 +112,17 @@ def _story(engine: Any, url: str, console: Console) -> int:
             "currency": "usd",
             "storefront_url": "https://shop.example/first-song",
         },
+    )
+    hook = api(
+        "POST",
+        "/v1/webhook-endpoints",
+        shop["api_key"],
+        {"url": receiver.url, "events": ["purchase.recorded", "refund.recorded"]},
+    )
+    receiver.secret = hook["secret"]
+    console.print(
+        f"The storefront listens for purchases and refunds at {receiver.url} "
+        f"(webhook endpoint {hook['id']}, signed with its secret)."
     )
     plan = api("GET", f"/v1/artists/{artist['id']}/reward-plan", artist["api_key"], expect=200)
     console.print(
@@ -143,7 +175,9 @@ def _story(engine: Any, url: str, console: Console) -> int:
     table.add_row("6", "F1", "0.00", "beyond five levels: nothing")
     table.add_row("", "artist", _money(sale["artist_share"]), "1999 - rewards")
     console.print(table)
-    console.print(f"The buyer joined as fan {sale['buyer_id']} with F6 as sponsor.\n")
+    console.print(f"The buyer joined as fan {sale['buyer_id']} with F6 as sponsor.")
+    _deliver(engine, receiver, console)
+    console.print()
 
     def balances_table(title: str) -> Table:
         t = Table(title=title)
@@ -174,6 +208,7 @@ def _story(engine: Any, url: str, console: Console) -> int:
             f"Refund of {amount}: reverses {parts}, artist {refund['artist_reversed']} "
             f"(refunded so far {refund['refunded_total']} of 1999)"
         )
+    _deliver(engine, receiver, console)
     console.print()
     console.print(balances_table("Balances after both refunds: every cent reversed exactly"))
 
@@ -181,6 +216,9 @@ def _story(engine: Any, url: str, console: Console) -> int:
         problems = ledger.check(session)
     if problems:
         console.print("[red]ledger check FAILED:[/] " + "; ".join(problems))
+        return 1
+    if len(receiver.got) != 3 or not all(got.verified for got in receiver.got):
+        console.print("[red]webhooks: expected the sale and two refunds, each verified[/]")
         return 1
     console.print("[green]ledger check: every transaction and every currency sums to zero.[/]")
     return 0

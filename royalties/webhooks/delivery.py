@@ -45,7 +45,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import urllib3
-from sqlalchemy import func, or_, select, update
+from sqlalchemy import Select, or_, select, true, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 from standardwebhooks import Webhook
@@ -167,6 +167,45 @@ def _due_now(now: datetime) -> tuple[Any, ...]:
     )
 
 
+def _candidates(
+    session: Session, now: datetime, settings: Settings, exclude: Collection[str], slots: int
+) -> list[int]:
+    """Ids of the due deliveries to lease: up to ``per_endpoint`` of each of the
+    ``slots`` endpoints whose oldest due delivery is oldest. Each endpoint's are read
+    from the ``(endpoint_id, next_attempt_at)`` index of pending deliveries, never by
+    scanning the whole backlog; on PostgreSQL in one statement (``LATERAL``) that skips
+    rows another worker is claiming (``FOR UPDATE SKIP LOCKED``)."""
+    enabled = select(WebhookEndpoint.id).where(WebhookEndpoint.disabled_at.is_(None))
+    if exclude:
+        enabled = enabled.where(WebhookEndpoint.id.not_in(list(exclude)))
+
+    def due_of(endpoint_id: Any) -> Select[int, datetime]:
+        return (
+            select(WebhookDelivery.id, WebhookDelivery.next_attempt_at)
+            .where(WebhookDelivery.endpoint_id == endpoint_id, *_due_now(now))
+            .order_by(WebhookDelivery.next_attempt_at, WebhookDelivery.id)
+            .limit(settings.per_endpoint)
+        )
+
+    rows: list[tuple[str, int, datetime]]
+    if session.get_bind().dialect.name == "postgresql":
+        owners = enabled.subquery()
+        due = due_of(owners.c.id).with_for_update(skip_locked=True).lateral()
+        query = select(owners.c.id, due.c.id, due.c.next_attempt_at).join(due, true())
+        rows = [(e, d, at) for e, d, at in session.execute(query)]
+    else:  # one writer; each query an index range, in process
+        rows = [
+            (endpoint_id, delivery_id, at)
+            for endpoint_id in session.scalars(enabled)
+            for delivery_id, at in session.execute(due_of(endpoint_id))
+        ]
+    by_endpoint: dict[str, list[tuple[datetime, int]]] = defaultdict(list)
+    for endpoint_id, delivery_id, at in rows:
+        by_endpoint[endpoint_id].append((at, delivery_id))
+    oldest_first = sorted(by_endpoint.values(), key=min)[:slots]
+    return [delivery_id for batch in oldest_first for _, delivery_id in batch]
+
+
 def claim(
     engine: Engine,
     now: datetime,
@@ -178,31 +217,9 @@ def claim(
     """Lease up to ``settings.per_endpoint`` due deliveries of each of up to
     ``endpoints`` (default ``settings.concurrency``) enabled endpoints not in
     ``exclude``, and commit. Deliveries leased by someone else are left alone."""
-    most = settings.per_endpoint * (endpoints or settings.concurrency)
     lease = now + settings.lease
     with make_sessionmaker(engine)() as session, unit_of_work(session):
-        rank = func.row_number().over(
-            partition_by=WebhookDelivery.endpoint_id,
-            order_by=(WebhookDelivery.next_attempt_at, WebhookDelivery.id),
-        )
-        candidates = (
-            select(WebhookDelivery.id, WebhookDelivery.endpoint_id, rank.label("rank"))
-            .join(WebhookEndpoint, WebhookEndpoint.id == WebhookDelivery.endpoint_id)
-            .where(*_due_now(now), WebhookEndpoint.disabled_at.is_(None))
-        )
-        if exclude:
-            candidates = candidates.where(WebhookDelivery.endpoint_id.not_in(list(exclude)))
-        ranked = candidates.subquery()
-        per_endpoint: dict[str, list[int]] = defaultdict(list)
-        wanted = select(ranked.c.id, ranked.c.endpoint_id).where(
-            ranked.c.rank <= settings.per_endpoint
-        )
-        for delivery_id, endpoint_id in session.execute(wanted.limit(most * 4)):
-            if len(per_endpoint) < (endpoints or settings.concurrency) or (
-                endpoint_id in per_endpoint
-            ):
-                per_endpoint[endpoint_id].append(delivery_id)
-        ids = [i for batch in per_endpoint.values() for i in batch]
+        ids = _candidates(session, now, settings, exclude, endpoints or settings.concurrency)
         if not ids:
             return []
         leased = set(
@@ -311,6 +328,10 @@ def record(engine: Engine, batch: Claim, results: Sequence[_Result], settings: S
 
 def _record(session: Session, batch: Claim, results: Sequence[_Result], settings: Settings) -> None:
     mine = WebhookDelivery.claimed_until == batch.lease
+    # An endpoint deleted while its batch was out took its deliveries with it.
+    sent = [r.due.id for r in results]
+    left = set(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.id.in_(sent))))
+    results = [r for r in results if r.due.id in left]
     insert_rows(
         session.connection(),
         table(WebhookAttempt),
@@ -326,16 +347,18 @@ def _record(session: Session, batch: Claim, results: Sequence[_Result], settings
         ],
     )
     retry_at: datetime | None = None
+    accepted: dict[int | None, list[_Result]] = defaultdict(list)
     for r in results:
+        if r.ok:
+            accepted[r.status].append(r)
+            continue
         values: dict[str, Any] = {
             "attempts": r.due.attempts + 1,
             "last_status": r.status,
             "last_error": r.error,
             "claimed_until": None,
         }
-        if r.ok:
-            values.update(state="delivered", delivered_at=r.at)
-        elif r.due.attempts + 1 > len(settings.schedule):
+        if r.due.attempts + 1 > len(settings.schedule):
             values.update(state="failed")
         else:
             retry_at = r.at + timedelta(seconds=settings.schedule[r.due.attempts])
@@ -344,6 +367,22 @@ def _record(session: Session, batch: Claim, results: Sequence[_Result], settings
             update(WebhookDelivery)
             .where(WebhookDelivery.id == r.due.id, mine)
             .values(**values)
+            .execution_options(synchronize_session=False)
+        )
+    # The accepted ones in one statement per status: ``delivered_at`` is when the last of
+    # them was accepted (the attempt log has each one's own time).
+    for status, group in accepted.items():
+        session.execute(
+            update(WebhookDelivery)
+            .where(WebhookDelivery.id.in_([r.due.id for r in group]), mine)
+            .values(
+                state="delivered",
+                delivered_at=max(r.at for r in group),
+                attempts=WebhookDelivery.attempts + 1,
+                last_status=status,
+                last_error=None,
+                claimed_until=None,
+            )
             .execution_options(synchronize_session=False)
         )
     unsent = [due.id for due in batch.due[len(results) :]]

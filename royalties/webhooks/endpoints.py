@@ -306,6 +306,7 @@ def replay(
         "attempts": 0,
         "next_attempt_at": now,
         "claimed_until": None,
+        "delivered_at": None,  # the attempt log keeps when it was delivered before
     }
     for start in range(0, len(seqs), REPLAY_CHUNK):
         chunk = seqs[start : start + REPLAY_CHUNK]

@@ -27,5 +27,8 @@ def test_the_demo_prints_the_worked_example_and_a_sound_ledger(tmp_path):
         "F6 49, F5 19, F4 9, F3 4, F2 2, artist 917",
         "F6 50, F5 20, F4 10, F3 5, F2 2, artist 912",
         "every transaction and every currency sums to zero",
+        "webhook purchase.recorded evt_",
+        "webhook refund.recorded evt_",
     ):
         assert expected in out, expected
+    assert out.count("signature verified") == 3  # the sale and both refunds
