@@ -1,8 +1,8 @@
 """Webhook endpoints through the API: a secret shown only on creation and rotation that
 Standard Webhooks libraries accept; each owner sees only its own endpoints (another's is
 404, admin sees all); bad input writes nothing; deliveries list every attempt; replay
-re-queues only what the endpoint may see and wants; a disabled endpoint says why and
-can be enabled again."""
+re-queues only what the endpoint may see and wants; a disabled endpoint is a notice on
+the dashboard with a button that enables it again."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ from royalties.ids import new_id
 from royalties.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from royalties.webhooks import Settings, deliver_due, fan_out
 from tests.helpers import Actor, ApiDriver, buy, row_counts
+from tests.web.conftest import Browser
 from tests.webhooks.receiver import receiver
 
 BASE = "/v1/webhook-endpoints"
@@ -350,7 +351,7 @@ def test_replay_since_the_future_is_422_and_a_time_without_offset_is_utc(api):
     assert api.ok("POST", path, shop, {"since": naive}, 202) == {"queued": 0}
 
 
-# -- disabled endpoints -------------------------------------------------------------------
+# -- disabled endpoints: the API and the dashboard ---------------------------------------
 
 
 def test_enabling_a_disabled_endpoint_clears_the_notice_in_the_api(api):
@@ -368,3 +369,56 @@ def test_enabling_a_disabled_endpoint_clears_the_notice_in_the_api(api):
         None,
     )
     assert api.ok("POST", f"{BASE}/{made['id']}/enable", shop) == enabled  # a no-op now
+
+
+def test_the_artist_page_shows_a_disabled_endpoint_and_enables_it_again(api, app):
+    artist, other = api.artist("Ada"), api.artist("Bea")
+    made = create(api, artist, url="https://hooks.example/ada")
+    healthy = create(api, artist, url="https://hooks.example/fine")
+    disable(api, made["id"], "every delivery failed since 2026-01-01 00:00 UTC")
+    page = f"/dashboard/artists/{artist.id}"
+    enable = f"/dashboard/webhook-endpoints/{made['id']}/enable"
+
+    browser = Browser(app)
+    browser.sign_in(artist.key)
+    html = browser.get(page).get_data(as_text=True)
+    assert 'id="webhook-notices"' in html and "https://hooks.example/ada" in html
+    assert "every delivery failed since 2026-01-01 00:00 UTC" in html
+    assert f'action="{enable}"' in html and "Enable again" in html
+    assert healthy["url"] not in html
+
+    assert browser.post(enable, {"back": page}, csrf=False).status_code == 400
+    intruder = Browser(app)
+    intruder.sign_in(other.key)
+    intruder.get(f"/dashboard/artists/{other.id}")
+    assert intruder.post(enable, {"back": page}).status_code == 404
+    row = stored(api, made["id"])
+    assert row is not None and row.disabled_at is not None
+
+    response = browser.post(enable, {"back": page})
+    assert response.status_code == 303
+    assert response.headers["Location"] == f"{page}#webhook-notices"
+    row = stored(api, made["id"])
+    assert row is not None and row.disabled_at is None and row.disabled_reason is None
+    html = browser.get(page).get_data(as_text=True)
+    assert 'id="webhook-notices"' not in html
+    assert "Enabled https://hooks.example/ada again" in html
+
+
+def test_the_operator_page_shows_every_disabled_endpoint_with_its_owner(api, app):
+    shop = api.storefront()
+    made = create(api, shop, url="https://shop-hooks.example/in")
+    disable(api, made["id"], "every delivery failed since last week")
+    operator = Browser(app)
+    operator.sign_in(api.admin.key)
+    html = operator.get("/dashboard/").get_data(as_text=True)
+    assert "https://shop-hooks.example/in" in html and shop.id in html
+    assert "every delivery failed since last week" in html
+
+    response = operator.post(
+        f"/dashboard/webhook-endpoints/{made['id']}/enable", {"back": "https://evil.example/"}
+    )
+    assert response.status_code == 303
+    assert response.headers["Location"] == "/dashboard/#webhook-notices"  # no open redirect
+    row = stored(api, made["id"])
+    assert row is not None and row.disabled_at is None
