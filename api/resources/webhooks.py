@@ -63,7 +63,10 @@ class Endpoints(MethodView):
     @blp.arguments(PageQuery(), location="query")
     @blp.response(200, EndpointPage)
     def get(self, query: dict[str, Any]) -> dict[str, Any]:
-        """Your webhook endpoints, newest first (admin: every one); never their secrets"""
+        """Your webhook endpoints, newest first (admin: every one); never their secrets
+
+        Each shows whether it is failing (`failing_since`) or disabled (`disabled_at`,
+        `disabled_reason`). Paged with `limit` and `cursor`."""
         page = endpoints.list_endpoints(
             db.session, owner(), limit=query["limit"], cursor=query["cursor"]
         )
@@ -92,13 +95,19 @@ class EndpointItem(MethodView):
     @require(*ROLES)
     @blp.response(200, Endpoint)
     def get(self, endpoint_id: str) -> WebhookEndpoint:
-        """One of your webhook endpoints (admin: anyone's), with whether it is disabled"""
+        """One of your webhook endpoints (admin: anyone's), with whether it is disabled
+
+        Another owner's endpoint is 404, as one that does not exist. The secret is not
+        shown: rotate it to get a new one."""
         return endpoints.get_endpoint(db.session, owner(), endpoint_id)
 
     @require(*ROLES)
     @blp.response(204)
     def delete(self, endpoint_id: str) -> None:
-        """Delete a webhook endpoint, with its deliveries and their log; nothing more is sent"""
+        """Delete a webhook endpoint, with its deliveries and their log; nothing more is sent
+
+        Deliveries still pending are dropped with it; an endpoint added again for the
+        same URL starts with a new secret and no history."""
         endpoints.delete_endpoint(db.session, owner(), endpoint_id)
 
 
