@@ -69,9 +69,23 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
         payouts,
         review,
         sales,
+        webhooks,
     )
 
-    modules = (accounts, catalog, fans, links, sales, money, payouts, keys, review, insights, audit)
+    modules = (
+        accounts,
+        catalog,
+        fans,
+        links,
+        sales,
+        money,
+        payouts,
+        keys,
+        webhooks,
+        review,
+        insights,
+        audit,
+    )
     for module in modules:
         api.register_blueprint(module.blp)
 

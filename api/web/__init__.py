@@ -12,6 +12,7 @@ from api.web import (  # noqa: F401 - their pages
     operator,
     payout_runs,
     review,
+    webhooks,
     welcome,
 )
 from api.web.join import public

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from royalties import rewards
 from royalties.ledger import FanBalance
-from royalties.models import Artist, Fan, RewardPlan
+from royalties.models import Artist, Fan, RewardPlan, WebhookEndpoint
 from royalties.payouts import list_payouts
 from royalties.payouts.payable import Minimums, outlook
 from royalties.services import earnings
@@ -22,6 +22,7 @@ from royalties.services.balances import fan_balances, fan_rewards
 from royalties.services.catalog import catalogue, content_sales, get_artist, plan_history
 from royalties.services.fans import get_fan, profile
 from royalties.services.links import artists_shared_by, link_stats
+from royalties.webhooks.endpoints import Owner, disabled_endpoints
 
 PLAN_HISTORY = 5
 PAYOUTS_SHOWN = 20
@@ -36,6 +37,7 @@ class ArtistPage:
     plan_history: list[RewardPlan]
     insights: dict[str, Any]
     currencies: list[str] = field(default_factory=list)
+    disabled_webhooks: list[WebhookEndpoint] = field(default_factory=list)
 
 
 def artist_page(session: Session, artist_id: str, *, force: bool = False) -> ArtistPage:
@@ -46,7 +48,8 @@ def artist_page(session: Session, artist_id: str, *, force: bool = False) -> Art
     content = content_sales(session, artist_id)
     history = plan_history(session, artist_id, limit=PLAN_HISTORY)
     currencies = sorted({row["item"].currency for row in content})
-    return ArtistPage(artist, content, history[0], history, insights, currencies)
+    disabled = disabled_endpoints(session, Owner("artist", artist_id))
+    return ArtistPage(artist, content, history[0], history, insights, currencies, disabled)
 
 
 @dataclass

@@ -46,6 +46,7 @@ from royalties.models.graph import MAX_DEPTH
 from royalties.services.catalog import get_artist, set_artist_plan
 from royalties.services.fans import get_fan, set_notifications
 from royalties.services.sign_in import link_is_usable, request_link, use_link
+from royalties.webhooks.endpoints import Owner, disabled_endpoints
 
 log = logging.getLogger("royalties.web")
 
@@ -114,7 +115,12 @@ def home() -> Any:
         list(db.session.scalars(select(model).order_by(model.created_at.desc()).limit(50)))
         for model in (Artist, Fan)
     ]
-    return render_template("web/admin.html", artists=newest[0], fans=newest[1])
+    return render_template(
+        "web/admin.html",
+        artists=newest[0],
+        fans=newest[1],
+        disabled_webhooks=disabled_endpoints(db.session, Owner("admin", None)),
+    )
 
 
 @bp.get("/open")
@@ -278,6 +284,7 @@ def _render_artist(
     return render_template(
         "web/artist.html",
         page=page,
+        disabled_webhooks=page.disabled_webhooks,
         currency=currency,
         charts=daily,
         graph=graph_svg,

@@ -2,12 +2,12 @@
 
 The real app serves on 127.0.0.1 (werkzeug's threaded server: a real socket, real HTTP)
 over a fresh database seeded through the API: an artist with content and a plan, a
-storefront with a sale and a refund, fans with share links, a paid payout (a fake Stripe
-on 127.0.0.1 stands in for Stripe). Schemathesis then runs every operation of
-``/openapi.json`` through its examples, coverage and fuzzing phases (valid and invalid
-data; the stateful phase needs links the document does not declare) with every check,
-and each case carries the key of one role (admin, artist, storefront, fan, in turn)
-unless it tests a missing or bad key. The test adds its own rules:
+storefront with a sale, a refund and a webhook endpoint, fans with share links, a paid
+payout (a fake Stripe on 127.0.0.1 stands in for Stripe). Schemathesis then runs every
+operation of ``/openapi.json`` through its examples, coverage and fuzzing phases (valid
+and invalid data; the stateful phase needs links the document does not declare) with
+every check, and each case carries the key of one role (admin, artist, storefront, fan,
+in turn) unless it tests a missing or bad key. The test adds its own rules:
 
 - a 4xx writes nothing: the row count of every table is the same after the call;
 - half of the valid cases with ids in the path name ids that exist, so the fuzzer gets
@@ -142,6 +142,8 @@ def seed(base: str, admin: str, fake: FakeStripe) -> World:
     assert hook.status_code == 200, hook.text
     payouts = _call("POST", f"{base}/v1/payout-runs", admin)["payouts"]
     rewards = _call("GET", f"{base}/v1/fans/{bob['id']}/rewards", bob["api_key"])["items"]
+    receiver = {"url": "https://hooks.example/in", "events": ["purchase.recorded"]}
+    endpoint = _call("POST", f"{base}/v1/webhook-endpoints", shop["api_key"], receiver)
     # A key nobody fuzzes with, for the admin to revoke.
     spare = _call("POST", f"{base}/v1/fans", None, {"handle": "spare"})
     spare_keys = _call("GET", f"{base}/v1/keys?owner_id={spare['id']}", admin)["items"]
@@ -162,6 +164,7 @@ def seed(base: str, admin: str, fake: FakeStripe) -> World:
             "payout_id": payouts[0]["id"],
             "reward_id": rewards[0]["id"],
             "key_id": spare_keys[0]["id"],
+            "endpoint_id": endpoint["id"],
         },
     )
 
