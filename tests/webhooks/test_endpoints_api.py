@@ -20,7 +20,6 @@ from royalties.models import Event, WebhookAttempt, WebhookDelivery, WebhookEndp
 from royalties.webhooks import Settings, deliver_due, fan_out
 from tests.helpers import Actor, ApiDriver, buy, row_counts
 from tests.web.conftest import Browser
-from tests.webhooks.receiver import receiver
 
 BASE = "/v1/webhook-endpoints"
 SHOWN = {
@@ -263,38 +262,38 @@ def test_deleting_an_endpoint_removes_its_deliveries_and_their_attempts(api):
 # -- deliveries and replay ----------------------------------------------------------------
 
 
-def test_the_deliveries_list_shows_every_attempt_to_a_real_receiver(api, engine):
+def test_the_deliveries_list_shows_every_attempt_to_a_real_receiver(api, engine, receiver):
     artist, shop = api.artist(), api.storefront()
     song = api.content(artist)
-    with receiver() as hooks:
-        made = create(api, shop, url=hooks.url, events=["purchase.recorded"])
-        hooks.answers = [503]  # the first post fails, its retry succeeds
-        purchase = buy(api, shop, song, {"email": "buyer@example.com"})
-        fan_out(engine, {}, utcnow())
-        assert deliver_due(engine, {}, settings=AT_ONCE) == 1
+    made = create(api, shop, url=receiver.url, events=["purchase.recorded"])
+    receiver.fail_next(1, status=503)  # the first post fails, its retry succeeds
+    purchase = buy(api, shop, song, {"email": "buyer@example.com"})
+    fan_out(engine, {}, utcnow())
+    assert deliver_due(engine, {}, settings=AT_ONCE) == 1
 
-    assert len(hooks.got) == 2
-    for got in hooks.got:
-        verified = Webhook(made["secret"]).verify(got.body, got.headers)
+    got = receiver.ok_requests()
+    assert len(got) == 2
+    for request in got:
+        verified = Webhook(made["secret"]).verify(request.body, request.headers)
         assert verified["type"] == "purchase.recorded"
         assert verified["data"]["id"] == purchase["id"]
-    assert hooks.got[0].headers["webhook-id"] == hooks.got[1].headers["webhook-id"]
+    assert got[0].headers["webhook-id"] == got[1].headers["webhook-id"]
 
     page = api.ok("GET", f"{BASE}/{made['id']}/deliveries", shop)
     assert page["next_cursor"] is None
     [delivery] = page["items"]
-    assert delivery["event_id"] == hooks.got[0].headers["webhook-id"]
+    assert delivery["event_id"] == got[0].headers["webhook-id"]
     assert delivery["event_type"] == "purchase.recorded"
     assert (delivery["state"], delivery["attempts"], delivery["last_status"]) == (
         "delivered",
         2,
-        200,
+        204,
     )
     assert delivery["delivered_at"] is not None and delivery["next_attempt_at"] is None
     first, second = delivery["attempt_log"]
     assert set(first) == {"at", "status_code", "duration_ms", "error"}
     assert first["status_code"] == 503 and first["error"]
-    assert second["status_code"] == 200 and second["error"] is None
+    assert second["status_code"] == 204 and second["error"] is None
     assert first["at"] <= second["at"] and second["duration_ms"] >= 0
     assert api.ok("GET", f"{BASE}/{made['id']}", shop)["failing_since"] is None
 
