@@ -1,5 +1,5 @@
-"""Fan mail fixtures: the suite's SMTP server, the fake Stripe, and the fan-out's step
-that hands newly written events to the mail queue."""
+"""Fan mail fixtures: the suite's SMTP server, the fake Stripe, and the worker's fan-out
+(which hands newly written events to the mail queue)."""
 
 from __future__ import annotations
 
@@ -7,11 +7,9 @@ from datetime import datetime
 from typing import Any
 
 import pytest
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from royalties.models import Event
-from royalties.notify.fans import queue
+from royalties.webhooks import fan_out as fan_out_events
 from tests.payouts.conftest import fake_stripe, papi, shop, stripe_config
 from tests.smtp import Inbox
 from tests.web.conftest import _smtp, inbox
@@ -31,13 +29,8 @@ def mail_config(_smtp: tuple[str, Inbox]) -> dict[str, Any]:
 
 
 def fan_out(session: Session, now: datetime) -> int:
-    """What the outbox's fan-out does for the mail queue: every event not fanned out yet
-    goes to ``queue`` in one transaction that also marks it fanned out."""
-    events = list(
-        session.scalars(select(Event).where(Event.fanned_out.is_(False)).order_by(Event.seq))
-    )
-    queue(session, events, now)
-    for event in events:
-        event.fanned_out = True
-    session.commit()
-    return len(events)
+    """The worker's fan-out (``royalties.webhooks.fan_out``), which hands every new event
+    to the mail queue, run at ``now``; ``session``'s transaction ends first (on SQLite
+    it would hold the write lock)."""
+    session.rollback()
+    return fan_out_events(session.get_bind(), {}, now)  # type: ignore[arg-type]
