@@ -62,6 +62,11 @@ NAMING_CONVENTION = {
 }
 
 
+#: A 64-bit key that autoincrements everywhere: SQLite makes only an INTEGER PRIMARY KEY
+#: (its 64-bit rowid) autoincrement, so it is INTEGER there and BIGINT elsewhere.
+BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
+
+
 class UTCDateTime(TypeDecorator[datetime]):
     """A timestamp stored as naive UTC and returned timezone-aware."""
 

@@ -13,12 +13,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, Index, Integer, String
+from sqlalchemy import JSON, CheckConstraint, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
-
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 
 class OperatorAction(Base):
@@ -35,7 +33,7 @@ class OperatorAction(Base):
         Index("ix_operator_actions_actor", "actor_key_id", "at"),
     )
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     actor_key_id: Mapped[str | None] = mapped_column(String(32))
     actor_link_id: Mapped[str | None] = mapped_column(String(32))

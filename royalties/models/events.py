@@ -27,7 +27,6 @@ from datetime import datetime
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     Boolean,
     CheckConstraint,
     ForeignKey,
@@ -41,7 +40,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 EVENT_TYPES = (
     "purchase.recorded",
@@ -60,8 +59,6 @@ EVENT_TYPES = (
 ENDPOINT_OWNERS = ("admin", "artist", "storefront")
 DELIVERY_STATES = ("pending", "delivered", "failed")
 
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
-
 
 class Event(Base):
     __tablename__ = "events"
@@ -74,7 +71,7 @@ class Event(Base):
         ),
     )
 
-    seq: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    seq: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     id: Mapped[str] = mapped_column(String(32), unique=True)
     type: Mapped[str] = mapped_column(String(32))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow, index=True)
@@ -127,7 +124,7 @@ class WebhookDelivery(Base):
         ),
     )
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     endpoint_id: Mapped[str] = mapped_column(ForeignKey("webhook_endpoints.id"))
     event_seq: Mapped[int] = mapped_column(ForeignKey("events.seq"), index=True)
     state: Mapped[str] = mapped_column(String(16), default="pending")
@@ -143,7 +140,7 @@ class WebhookDelivery(Base):
 class WebhookAttempt(Base):
     __tablename__ = "webhook_attempts"
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     delivery_id: Mapped[int] = mapped_column(ForeignKey("webhook_deliveries.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     status_code: Mapped[int | None] = mapped_column(Integer)

@@ -14,12 +14,10 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import JSON, BigInteger, CheckConstraint, ForeignKey, Index, Integer, String
+from sqlalchemy import JSON, CheckConstraint, ForeignKey, Index, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
-
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 SIGNAL_KINDS = (
     "shared_email",  # buyer and level-1 fan share an email address
@@ -37,7 +35,7 @@ class FraudSignal(Base):
         Index("ix_fraud_signals_subject", "subject_type", "subject_id"),
     )
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     subject_type: Mapped[str] = mapped_column(String(16))
     subject_id: Mapped[str] = mapped_column(String(32))
@@ -51,7 +49,7 @@ class SignalClearance(Base):
 
     __tablename__ = "fraud_signal_clearances"
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     # UNIQUE: a signal is cleared once; its index is what the purchase path probes.
     signal_id: Mapped[int] = mapped_column(ForeignKey("fraud_signals.id"), unique=True)
     reason: Mapped[str] = mapped_column(String(500))
@@ -63,7 +61,7 @@ class ReviewDecision(Base):
     __tablename__ = "review_decisions"
     __table_args__ = (CheckConstraint("decision IN ('approve','reject')", "decision"),)
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     reward_id: Mapped[str] = mapped_column(ForeignKey("rewards.id"), unique=True)
     decision: Mapped[str] = mapped_column(String(16))
     reason: Mapped[str] = mapped_column(String(500))

@@ -28,13 +28,12 @@ from sqlalchemy import (
     ForeignKey,
     ForeignKeyConstraint,
     Index,
-    Integer,
     String,
     UniqueConstraint,
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 
 class AccountKind(StrEnum):
@@ -48,9 +47,6 @@ class AccountKind(StrEnum):
     FAN_AVAILABLE = "fan_available"  # rewards a payout may take
     FAN_PAID = "fan_paid"
     PAYOUT_CLEARING = "payout_clearing"  # claimed by a payout, not yet settled at Stripe
-
-
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
 
 
 class LedgerAccount(Base):
@@ -71,7 +67,7 @@ class LedgerTransaction(Base):
     __tablename__ = "ledger_transactions"
     __table_args__ = (UniqueConstraint("id", "currency"),)
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(32))
     ref: Mapped[str] = mapped_column(String(64), index=True)
     currency: Mapped[str] = mapped_column(String(3))
@@ -97,7 +93,7 @@ class LedgerEntry(Base):
         Index("ix_ledger_entries_transaction_id", "transaction_id"),
     )
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     transaction_id: Mapped[int] = mapped_column(BigInteger)
     account_id: Mapped[str] = mapped_column(String(96))
     currency: Mapped[str] = mapped_column(String(3))

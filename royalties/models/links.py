@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import BigInteger, Boolean, ForeignKey, Integer, String
+from sqlalchemy import Boolean, ForeignKey, String
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 
 class ShareLink(Base):
@@ -29,9 +29,7 @@ class ShareLink(Base):
 class Click(Base):
     __tablename__ = "clicks"
 
-    id: Mapped[int] = mapped_column(
-        BigInteger().with_variant(Integer, "sqlite"), primary_key=True, autoincrement=True
-    )
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     code: Mapped[str] = mapped_column(String(16), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     ip_hash: Mapped[str] = mapped_column(String(64))

@@ -22,7 +22,6 @@ from typing import Any
 
 from sqlalchemy import (
     JSON,
-    BigInteger,
     CheckConstraint,
     ForeignKey,
     Index,
@@ -32,11 +31,9 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 NOTICE_KINDS = ("reward.created", "reward.available", "payout.paid")
-
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
 
 
 class FanNotice(Base):
@@ -52,7 +49,7 @@ class FanNotice(Base):
         Index("ix_fan_notices_fan_kind", "fan_id", "kind"),
     )
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     fan_id: Mapped[str] = mapped_column(ForeignKey("fans.id"))
     kind: Mapped[str] = mapped_column(String(32))
     event_id: Mapped[str] = mapped_column(String(32), unique=True)

@@ -29,12 +29,10 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Mapped, mapped_column
 
-from royalties.db import Base, UTCDateTime, utcnow
+from royalties.db import BIGINT_PK, Base, UTCDateTime, utcnow
 
 PAYOUT_STATES = ("pending", "submitted", "paid", "failed")
 OPEN_STATES = ("pending", "submitted")
-
-_BIGINT_PK = BigInteger().with_variant(Integer, "sqlite")
 
 
 class PayoutRun(Base):
@@ -103,7 +101,7 @@ class Payout(Base):
 class PayoutEvent(Base):
     __tablename__ = "payout_events"
 
-    id: Mapped[int] = mapped_column(_BIGINT_PK, primary_key=True, autoincrement=True)
+    id: Mapped[int] = mapped_column(BIGINT_PK, primary_key=True, autoincrement=True)
     payout_id: Mapped[str] = mapped_column(ForeignKey("payouts.id"), index=True)
     at: Mapped[datetime] = mapped_column(UTCDateTime, default=utcnow)
     from_state: Mapped[str | None] = mapped_column(String(16))
