@@ -35,12 +35,13 @@ import logging
 import math
 import time
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 from apispec import BasePlugin
 from flask import Flask, Response, current_app, g, request
 from flask_limiter import Limit, Limiter, RateLimitExceeded, RequestLimit
-from limits import parse_many
+from limits import RateLimitItem, parse_many
 from limits.storage import MemoryStorage
 from limits.strategies import STRATEGIES, RateLimiter
 
@@ -76,6 +77,10 @@ BY_KEY: dict[tuple[str, str], str] = {
     ("POST", "/v1/purchases"): SALES,
     ("POST", "/v1/purchases/<purchase_id>/refunds"): SALES,
 }
+# Budgets their views spend themselves (``spend``), the hottest public path first: a click
+# costs little, and Flask-Limiter's machinery would be a large share of it.
+DIRECT = frozenset({CLICKS})
+NOT_BY_FLASK_LIMITER = frozenset({None, *DIRECT})
 # Counter names: a setting's budget is shared by every route that spends it.
 _SCOPES = {
     "RATELIMIT_SIGNUP": "signup",
@@ -164,7 +169,6 @@ def _the_limit() -> Limit:
         key_function=_counted_by,
         scope=lambda _endpoint: _SCOPES[request_budget() or API],
         shared=True,
-        exempt_when=lambda: request_budget() is None,
     )
 
 
@@ -193,10 +197,15 @@ class RateLimits:
                 )
         if not config.setdefault("RATELIMIT_ENABLED", True):
             return
+        if config["RATELIMIT_STORAGE_URI"].startswith("memory://"):
+            # The same counters in this process's memory, without a timer thread each.
+            config["RATELIMIT_STORAGE_URI"] = "swept-memory://"
 
         # Flask-Limiter reads the other RATELIMIT_* settings (storage, key prefix,
         # strategy) from the app config itself.
         limiter = Limiter(client_address, default_limits=[_the_limit()])
+        # Requests that spend no budget here leave Flask-Limiter at its first check.
+        limiter.request_filter(lambda: request_budget() in NOT_BY_FLASK_LIMITER)
         limiter.init_app(app)
         app.extensions[EXTENSION] = limiter
         app.register_error_handler(RateLimitExceeded, _too_many_requests)
@@ -233,9 +242,10 @@ def too_many_page(setting: str, retry_after: int) -> Response:
     return response
 
 
-def spend_recipient_budget(email: str) -> int | None:
-    """Count one sign-in link asked for ``email`` (normalised); the seconds to wait when
-    that is over ``RATELIMIT_LOGIN_EMAIL_RECIPIENT``, else None.
+def spend(setting: str, counted_by: str, cost: int = 1) -> int | None:
+    """Spend ``cost`` of ``setting``'s budget for ``counted_by`` (an address, a key's or
+    an email's hash) directly, without Flask-Limiter's per-request machinery; the
+    seconds to wait when that is over the limit (nothing is spent then), else None.
 
     In the limiter's own store and strategy (so Redis shares it between workers); if the
     store fails, counted in this process's memory instead, as the other budgets are."""
@@ -243,19 +253,59 @@ def spend_recipient_budget(email: str) -> int | None:
     if limiter is None:  # limits switched off
         return None
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
-    keys = [*([prefix] if prefix else []), _SCOPES[RECIPIENT], "email:" + hash_key(email)]
-    for item in parse_many(str(current_app.config[RECIPIENT])):
+    keys = [*([prefix] if prefix else []), _SCOPES[setting], counted_by]
+    for item in _parsed(str(current_app.config[setting])):
         strategy = limiter.limiter
         try:
-            allowed = strategy.hit(item, *keys)
+            allowed = strategy.hit(item, *keys, cost=cost)
         except Exception:
             log.warning("rate limit store failed; counting in memory", exc_info=True)
             strategy = _memory_strategy()
-            allowed = strategy.hit(item, *keys)
+            allowed = strategy.hit(item, *keys, cost=cost)
         if not allowed:
             reset_at = strategy.get_window_stats(item, *keys).reset_time
             return max(1, math.ceil(reset_at - time.time()))
     return None
+
+
+@lru_cache(maxsize=64)
+def _parsed(limit: str) -> list[RateLimitItem]:
+    return parse_many(limit)
+
+
+def spend_recipient_budget(email: str) -> int | None:
+    """Count one sign-in link asked for ``email`` (normalised) against
+    ``RATELIMIT_LOGIN_EMAIL_RECIPIENT``: the seconds to wait when over, else None."""
+    return spend(RECIPIENT, "email:" + hash_key(email))
+
+
+def refused_page(setting: str, retry_after: int) -> Response:
+    """A budget spent directly (``spend``) ran out: counted, and the page a browser gets."""
+    from api.metrics import RATE_LIMITED
+
+    RATE_LIMITED.labels(setting).inc()
+    return too_many_page(setting, retry_after)
+
+
+class SweptMemoryStorage(MemoryStorage):
+    """``memory://`` without a thread per second: ``limits``' memory store starts a timer
+    thread to expire counters whenever the last one has ended (about one thread start
+    per request under load, a large share of a cheap request's cost). This one sweeps
+    expired counters inline, at most once a second; reading a counter already drops it
+    when it has expired, so the limits counted are the same."""
+
+    STORAGE_SCHEME = ["swept-memory"]
+    SWEEP_EVERY = 1.0
+
+    def __init__(self, uri: str | None = None, wrap_exceptions: bool = False, **options: str):
+        super().__init__(uri, wrap_exceptions=wrap_exceptions, **options)
+        self._next_sweep = time.time() + self.SWEEP_EVERY
+
+    def _MemoryStorage__schedule_expiry(self) -> None:  # the name MemoryStorage calls
+        now = time.time()
+        if now >= self._next_sweep:
+            self._next_sweep = now + self.SWEEP_EVERY
+            self._MemoryStorage__expire_events()  # type: ignore[attr-defined]
 
 
 def _memory_strategy() -> RateLimiter:

@@ -7,6 +7,10 @@ No key check, validation, idempotency lookup, attribution or ORM: no implementat
 the endpoint on Flask + gunicorn + this database can be faster on this machine, so its
 rate bounds what the real endpoint can reach. Configured by the environment:
 ``BENCH_DB_URL`` and ``BENCH_PURCHASE_ID`` (the real purchase to copy).
+
+``GET /l/<code>`` is the floor of a click: a bare Flask redirect to the storefront with
+``ref=<code>``, recording nothing, so the real click path's rate is measured against
+the cost of the serving stack itself.
 """
 
 from __future__ import annotations
@@ -17,7 +21,7 @@ import secrets
 import threading
 from typing import Any
 
-from flask import Flask, Response, request
+from flask import Flask, Response, redirect, request
 from purchases import RawPurchase, attach  # bench/ is on gunicorn's --pythonpath
 
 app = Flask(__name__)
@@ -48,3 +52,11 @@ def purchase() -> Response:
         conn.rollback()
         raise
     return Response(body, status=201, mimetype="application/json")
+
+
+@app.get("/l/<code>")
+def click(code: str) -> Any:
+    return redirect(f"{os.environ.get('BENCH_STOREFRONT_URL', STOREFRONT)}?ref={code}", 302)
+
+
+STOREFRONT = "https://shop.example/track"  # what bench/purchases.py's fixture sells

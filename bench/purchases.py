@@ -8,15 +8,18 @@ For SQLite (a temp file) and PostgreSQL (a fresh database, dropped at the end) t
    share link of the last fan and a buyer outside the chain: every sale earns five rewards;
 2. sends ``POST /v1/purchases`` from C concurrent keep-alive clients for a fixed wall
    time (and at most ``--max-requests``), each answer checked to be 201 with 5 rewards;
+   then sends ``GET /l/<code>`` (the share link's click redirect) the same way, each
+   answer checked to be a 302 to the storefront with ``ref=<code>``;
 3. restarts gunicorn with ``bench/floor_app.py``, a Flask route that only has the bare
    driver write a purchase's rows (step 4), and loads it the same way: the floor that no
-   implementation of the endpoint on this stack and machine can beat;
+   implementation of the endpoint on this stack and machine can beat; and the click
+   floor, a bare Flask redirect on the same gunicorn;
 4. stops the server, then has C threads write, with the bare driver, the rows one API
    purchase writes (copied from a real one: purchase, rewards, account upsert, ledger
    transaction, entries, the idempotency record, in one transaction; the reads an API
    purchase makes first are not mirrored, so raw SQL has less work than the API);
-5. checks that purchases in the database == 201 answers and that the ledger sums to
-   zero, and prints a table against the targets.
+5. checks that purchases in the database == 201 answers, clicks in the database == 302
+   answers, and that the ledger sums to zero, and prints tables against the targets.
 
 Run: ``.venv/bin/python bench/purchases.py [--seconds 10] [--clients 16] [--workers 2]
 [--only sqlite|postgres]``; ``--help`` lists the exploration flags.
@@ -51,9 +54,14 @@ BIN = Path(sys.executable).parent
 PG_SERVER = "postgresql://postgres@127.0.0.1:5432"
 PRICE, CURRENCY, LEVELS = 1999, "USD", 5
 TARGET_RPS, TARGET_P99_MS, TARGET_SHARE = 1000, 50.0, 0.40
+CLICK_TARGET_SHARE = 0.80  # issue 15: a click at >= 80% of a bare redirect
 # The server keeps its rate limiter on (it is on the hot path in production) with a
 # per-key budget the benchmark cannot exhaust; settings the app lacks are ignored.
-SERVER_ENV = {"RATELIMIT_API": "100000000/minute", "RATELIMIT_SIGNUP": "100000/minute"}
+SERVER_ENV = {
+    "RATELIMIT_API": "100000000/minute",
+    "RATELIMIT_SIGNUP": "100000/minute",
+    "RATELIMIT_CLICKS": "100000000/minute",
+}
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 CORES = os.cpu_count() or 1
 
@@ -97,6 +105,7 @@ class Fixture:
     body: bytes
     chain: list[str]
     buyer_id: str
+    code: str  # the share link's: what the click phase follows
 
 
 def build_fixture(port: int, admin_key: str) -> Fixture:
@@ -140,6 +149,7 @@ def build_fixture(port: int, admin_key: str) -> Fixture:
         json.dumps(purchase).encode(),
         [f["id"] for f in chain],
         buyer["id"],
+        link["code"],
     )
 
 
@@ -162,6 +172,40 @@ class LoadResult:
         self.first_error = self.first_error or other.first_error
 
 
+def _timed(
+    conn: http.client.HTTPConnection,
+    method: str,
+    path: str,
+    body: bytes | None,
+    headers: dict[str, str],
+    out: LoadResult,
+) -> tuple[http.client.HTTPResponse, bytes, float] | None:
+    """One request: its answer, body and seconds; None (counted in ``out``) when the
+    connection failed (it reconnects on the next request)."""
+    t0 = time.perf_counter()
+    try:
+        conn.request(method, path, body, headers)
+        resp = conn.getresponse()
+        data = resp.read()
+    except (OSError, http.client.HTTPException) as exc:
+        conn.close()
+        out.errors[type(exc).__name__] += 1
+        out.first_error = out.first_error or repr(exc)
+        return None
+    return resp, data, time.perf_counter() - t0
+
+
+def _judge(
+    out: LoadResult, good: bool, resp: http.client.HTTPResponse, data: bytes, s: float
+) -> None:
+    if good:
+        out.ok += 1
+        out.latencies.append(s)
+    else:
+        out.errors[f"HTTP {resp.status}"] += 1
+        out.first_error = out.first_error or f"{resp.status} {data[:300]!r}"
+
+
 def _purchase_loop(
     port: int, key: str, body: bytes, stop_at: float, cap: int, out: LoadResult
 ) -> None:
@@ -172,39 +216,57 @@ def _purchase_loop(
         if time.monotonic() >= stop_at:
             break
         headers["Idempotency-Key"] = f"{prefix}-{n}"
-        t0 = time.perf_counter()
-        try:
-            conn.request("POST", "/v1/purchases", body, headers)
-            resp = conn.getresponse()
-            data = resp.read()
-        except (OSError, http.client.HTTPException) as exc:
-            conn.close()  # reconnects on the next request
-            out.errors[type(exc).__name__] += 1
-            out.first_error = out.first_error or repr(exc)
+        answer = _timed(conn, "POST", "/v1/purchases", body, headers, out)
+        if answer is None:
             continue
-        elapsed = time.perf_counter() - t0
+        resp, data, seconds = answer
         try:
             good = resp.status == 201 and len(json.loads(data)["rewards"]) == LEVELS
         except (ValueError, KeyError, TypeError):
             good = False
-        if good:
-            out.ok += 1
-            out.latencies.append(elapsed)
-        else:
-            out.errors[f"HTTP {resp.status}"] += 1
-            out.first_error = out.first_error or f"{resp.status} {data[:300]!r}"
+        _judge(out, good, resp, data, seconds)
     conn.close()
 
 
-def _client_process(pipe: Any, port: int, key: str, body: bytes, threads: int, cap: int) -> None:
+def _click_loop(
+    port: int, _key: str, code: bytes, stop_at: float, cap: int, out: LoadResult
+) -> None:
+    """``GET /l/<code>`` as a browser follows a share link; good: a 302 to the
+    storefront with ``ref=<code>``."""
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=30)
+    path, wanted = f"/l/{code.decode()}", f"ref={code.decode()}"
+    headers = {"User-Agent": "Mozilla/5.0 (bench) purchases.py"}
+    for _ in range(cap):
+        if time.monotonic() >= stop_at:
+            break
+        answer = _timed(conn, "GET", path, None, headers, out)
+        if answer is None:
+            continue
+        resp, data, seconds = answer
+        good = resp.status == 302 and wanted in (resp.getheader("Location") or "")
+        _judge(out, good, resp, data, seconds)
+    conn.close()
+
+
+LOOPS = {"purchase": _purchase_loop, "click": _click_loop}
+#: What one good answer is called, per kind of load.
+UNITS = {
+    "purchase": ("purchases", f"201 with {LEVELS} rewards"),
+    "click": ("clicks", "302 to the storefront"),
+}
+
+
+def _client_process(
+    pipe: Any, port: int, key: str, body: bytes, threads: int, cap: int, kind: str = "purchase"
+) -> None:
     """One load process: ``threads`` keep-alive clients, started on the parent's signal."""
     pipe.send("ready")
     start_at, seconds = pipe.recv()
     stop_at = start_at + seconds
     results = [LoadResult() for _ in range(threads)]
+    loop = LOOPS[kind]
     workers = [
-        threading.Thread(target=_purchase_loop, args=(port, key, body, stop_at, cap, r))
-        for r in results
+        threading.Thread(target=loop, args=(port, key, body, stop_at, cap, r)) for r in results
     ]
     time.sleep(max(0.0, start_at - time.monotonic()))
     cpu0 = sum(os.times()[:2])
@@ -227,6 +289,7 @@ def run_load(
     seconds: float,
     max_requests: int,
     on_start: Callable[[], None] = lambda: None,
+    kind: str = "purchase",
 ) -> tuple[LoadResult, float]:
     """C clients spread over ``procs`` processes (one process's GIL cannot skew the load)."""
     procs = max(1, min(procs, clients))
@@ -238,7 +301,15 @@ def run_load(
         parent_end, child_end = ctx.Pipe()
         proc = ctx.Process(
             target=_client_process,
-            args=(child_end, port, fx.storefront_key, fx.body, threads, per_thread_cap),
+            args=(
+                child_end,
+                port,
+                fx.storefront_key,
+                fx.code.encode() if kind == "click" else fx.body,
+                threads,
+                per_thread_cap,
+                kind,
+            ),
             daemon=True,
         )
         proc.start()
@@ -670,6 +741,10 @@ class Figures:
     p99: float = float("nan")
     raw_rps: float = float("nan")
     floor_rps: float = float("nan")
+    click_rps: float = float("nan")
+    click_p99: float = float("nan")
+    click_floor_rps: float = float("nan")
+    click_floor_p99: float = float("nan")
     checks: list[str] = field(default_factory=list)
     failed: str = ""
 
@@ -691,11 +766,13 @@ def load_phase(
     label: str,
     out: Callable[[str], None],
     spy: str = "",
+    kind: str = "purchase",
 ) -> Phase:
     """A one-second warm-up, then the measured run against the server on ``running``
     (port, pid), with the CPU each side used."""
     port, server_pid = running
-    warm, _ = run_load(port, fx, args.clients, args.client_procs, 1.0, args.max_requests)
+    things, good = UNITS[kind]
+    warm, _ = run_load(port, fx, args.clients, args.client_procs, 1.0, args.max_requests, kind=kind)
     workers = child_pids(server_pid)
     spies = start_py_spy(spy, db.name, workers, args.seconds)
     pids = workers + db.backend_pids()
@@ -707,7 +784,7 @@ def load_phase(
         machine0[:] = machine_busy()
 
     result, wall = run_load(
-        port, fx, args.clients, args.client_procs, args.seconds, args.max_requests, sample
+        port, fx, args.clients, args.client_procs, args.seconds, args.max_requests, sample, kind
     )
     busy1, total1 = machine_busy()
     backends = db.backend_pids()
@@ -721,12 +798,12 @@ def load_phase(
     errors = sum(result.errors.values())
     out(
         f"{label} {args.clients} clients in {args.client_procs} process(es), {wall:.1f} s: "
-        f"{result.ok} x 201 with {LEVELS} rewards, {errors} errors {dict(result.errors) or ''}"
+        f"{result.ok} x {good}, {errors} errors {dict(result.errors) or ''}"
     )
     if result.first_error:
         out(f"      first error: {result.first_error}")
     out(
-        f"      {phase.rps:.0f} purchases/s   p50 {p50:.1f} ms   p90 {p90:.1f} ms   "
+        f"      {phase.rps:.0f} {things}/s   p50 {p50:.1f} ms   p90 {p90:.1f} ms   "
         f"p99 {p99:.1f} ms   max {(lat[-1] * 1000 if lat else 0):.1f} ms"
     )
     cores = lambda sec: sec / wall  # noqa: E731
@@ -741,7 +818,8 @@ def load_phase(
     )
     if result.ok:
         per = f"; postgres {db_cpu / result.ok * 1000:.2f} ms" if db_part else ""
-        out(f"      CPU per purchase: gunicorn {server_cpu / result.ok * 1000:.2f} ms{per}")
+        one = things.removesuffix("s")
+        out(f"      CPU per {one}: gunicorn {server_cpu / result.ok * 1000:.2f} ms{per}")
     return phase
 
 
@@ -776,14 +854,22 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
             raise RuntimeError(f"first purchase -> {status}: {first}")
         phase = load_phase(db, args, fx, running, "HTTP ", out, spy=args.py_spy)
         fig.http_rps, fig.p50, fig.p90, fig.p99 = phase.rps, phase.p50, phase.p90, phase.p99
+        clicks = load_phase(db, args, fx, running, "click", out, kind="click")
+        fig.click_rps, fig.click_p99 = clicks.rps, clicks.p99
     verdict, before = count_check(db, "purchases", "201 answers", 1 + phase.ok, 0, out)
     fig.checks.append(verdict)
+    recorded = scalar(db, "SELECT count(*) FROM clicks")
+    verdict = "OK" if recorded == clicks.ok else "MISMATCH"
+    out(f"check clicks: clicks in database {recorded} vs 302 answers {clicks.ok}: {verdict}")
+    fig.checks.append(f"clicks {verdict}")
 
     if not args.no_floor:
         log = logs / f"{db.name}-floor.log"
         with server(db, args.workers, args.gunicorn, log, floor_of=first["id"]) as running:
             floor = load_phase(db, args, fx, running, "floor", out)
+            bare = load_phase(db, args, fx, running, "click floor", out, kind="click")
         fig.floor_rps = floor.rps
+        fig.click_floor_rps, fig.click_floor_p99 = bare.rps, bare.p99
         verdict, before = count_check(db, "floor", "201 answers", floor.ok, before, out)
         fig.checks.append(verdict)
 
@@ -951,7 +1037,28 @@ def print_table(
             f"{share:.0%}{mark(pg, share >= TARGET_SHARE)}",
             ", ".join(f.checks),
         ))  # fmt: skip
-    widths = [max(len(str(r[i])) for r in rows) for i in range(len(head))]
+    _table(rows, out)
+    out(
+        f"\nclicks (GET /l/<code>): target >= {CLICK_TARGET_SHARE:.0%} of a bare Flask "
+        "redirect on the same gunicorn (bench/floor_app.py)"
+    )
+    clicks = [("database", "clicks/s", "p99 ms", "bare redirect/s", "p99 ms", "% of bare")]
+    for f in figures:
+        if not f.failed:
+            share = f.click_rps / f.click_floor_rps if f.click_floor_rps else float("nan")
+            clicks.append((
+                f.name,
+                f"{f.click_rps:.0f}",
+                f"{f.click_p99:.1f}",
+                f"{f.click_floor_rps:.0f}",
+                f"{f.click_floor_p99:.1f}",
+                f"{share:.0%}{mark(share == share, share >= CLICK_TARGET_SHARE)}",
+            ))  # fmt: skip
+    _table(clicks, out)
+
+
+def _table(rows: list[tuple[str, ...]], out: Callable[[str], None]) -> None:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
     for n, row in enumerate(rows):
         out(" | ".join(str(c).ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
         if n == 0:

@@ -181,8 +181,14 @@ def test_a_click_is_one_select_and_one_insert_without_any_key_lookup(api, statem
     statements.clear()
     assert click(api, code).status_code == 302
     sql = [s for s in statements if not s.upper().startswith(("BEGIN", "COMMIT", "ROLLBACK"))]
+    assert all("api_keys" not in s for s in sql)
+    if api.session.get_bind().dialect.name == "postgresql":  # one round trip
+        [both] = sql
+        assert both.split()[0].upper() == "WITH"
+        assert "share_links" in both and "content" in both and "INSERT INTO clicks" in both
+        return
     assert [s.split()[0].upper() for s in sql] == ["SELECT", "INSERT"]
-    assert "share_links" in sql[0] and "content" in sql[0] and "api_keys" not in sql[0]
+    assert "share_links" in sql[0] and "content" in sql[0]
     assert "clicks" in sql[1]
 
 

@@ -9,6 +9,7 @@ import io
 import json
 import logging
 import re
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
@@ -201,6 +202,18 @@ def test_purchases_refunds_and_rewards_by_state_are_counted_and_replays_are_not(
     assert metric(api, "royalties_events_not_fanned_out") > 0  # the sale's own events
 
 
+def refusals(client: Any, admin: str, budget: str) -> float:
+    """``royalties_rate_limited_total`` of ``budget``, as /metrics shows it."""
+    page = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"})
+    for family in text_string_to_metric_families(page.get_data(as_text=True)):
+        for sample in family.samples:
+            if sample.name == "royalties_rate_limited_total" and sample.labels == {
+                "budget": budget
+            }:
+                return float(sample.value)
+    return 0.0
+
+
 def test_rate_limit_refusals_are_counted_by_budget(engine, db_url, session):
     from royalties.services.accounts import create_admin_key
 
@@ -209,20 +222,25 @@ def test_rate_limit_refusals_are_counted_by_budget(engine, db_url, session):
     app = create_test_app(engine, db_url, RATELIMIT_SIGNUP="1/minute")
     client = app.test_client()
 
-    def refused() -> float:
-        page = client.get("/metrics", headers={"Authorization": f"Bearer {admin}"})
-        for family in text_string_to_metric_families(page.get_data(as_text=True)):
-            for sample in family.samples:
-                if sample.name == "royalties_rate_limited_total" and sample.labels == {
-                    "budget": "RATELIMIT_SIGNUP"
-                }:
-                    return float(sample.value)
-        return 0.0
-
-    before = refused()
+    before = refusals(client, admin, "RATELIMIT_SIGNUP")
     statuses = [client.post("/v1/fans", json={"handle": f"h{i}"}).status_code for i in range(3)]
     assert statuses == [201, 429, 429]
-    assert refused() - before == 2
+    assert refusals(client, admin, "RATELIMIT_SIGNUP") - before == 2
+
+
+def test_refused_clicks_are_counted_too(api, engine, db_url, session):
+    # Clicks spend their budget in the view (api.limits.spend), not in Flask-Limiter.
+    from royalties.services.accounts import create_admin_key
+
+    fan, item = api.fan(), api.content(api.artist())
+    code = api.ok("POST", "/v1/share-links", fan, {"content_id": item["id"]}, 201)["code"]
+    admin = create_admin_key(session)
+    session.close()
+    client = create_test_app(engine, db_url, RATELIMIT_CLICKS="1/minute").test_client()
+
+    before = refusals(client, admin, "RATELIMIT_CLICKS")
+    assert [client.get(f"/l/{code}").status_code for _ in range(3)] == [302, 429, 429]
+    assert refusals(client, admin, "RATELIMIT_CLICKS") - before == 2
 
 
 def test_healthz_answers_without_the_database_and_readyz_checks_it(api, engine, db_url):

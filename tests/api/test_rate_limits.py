@@ -162,6 +162,40 @@ def test_clicks_are_limited_per_address_with_a_page_and_retry_after(make_api):
     assert stats["clicks"] == 3  # the refused click was not recorded
 
 
+def test_clicks_spend_their_budget_in_redis_and_when_it_is_down_in_memory(make_api, redis_store):
+    # Clicks spend their budget directly (api.limits.spend), not through Flask-Limiter:
+    # the same store, shared by every app on it, and the same fallback.
+    config = {"RATELIMIT_CLICKS": "2/minute", **redis_store.config}
+    api = make_api(**config)
+    code = share(api, api.fan(), api.content(api.artist())["id"])
+    for _ in range(2):
+        assert api.call("GET", f"/l/{code}", environ_base=ADDR_A).status_code == 302
+    assert any(b"clicks" in key for key in redis_store.stored_keys())
+    other = make_api(**config)
+    assert_rate_limited(other.call("GET", f"/l/{code}", environ_base=ADDR_A), problem_json=False)
+    dead = make_api(RATELIMIT_CLICKS="2/minute", RATELIMIT_STORAGE_URI="redis://127.0.0.1:1/0")
+    for _ in range(2):
+        assert dead.call("GET", f"/l/{code}", environ_base=ADDR_B).status_code == 302
+    assert_rate_limited(dead.call("GET", f"/l/{code}", environ_base=ADDR_B), problem_json=False)
+
+
+def test_the_memory_store_starts_no_thread_per_request_and_still_expires(make_api):
+    import threading
+
+    api = make_api(RATELIMIT_CLICKS="3 per 1 second")
+    code = share(api, api.fan(), api.content(api.artist())["id"])
+    threads = threading.active_count()
+    for _ in range(3):
+        assert api.call("GET", f"/l/{code}", environ_base=ADDR_A).status_code == 302
+    assert_rate_limited(api.call("GET", f"/l/{code}", environ_base=ADDR_A), problem_json=False)
+    for i in range(50):  # other addresses: counted, each under its own key
+        addr = {"REMOTE_ADDR": f"192.0.2.{i}"}
+        assert api.call("GET", f"/l/{code}", environ_base=addr).status_code == 302
+    assert threading.active_count() <= threads
+    time.sleep(1.1)  # the window passed: counted afresh
+    assert api.call("GET", f"/l/{code}", environ_base=ADDR_A).status_code == 302
+
+
 def test_limits_are_counted_in_redis_and_shared_by_every_app_using_it(make_api, redis_store):
     config = {"RATELIMIT_API": "3/minute", "RATELIMIT_SIGNUP": "2/minute", **redis_store.config}
     api = make_api(**config)
