@@ -11,14 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from royalties.models import Content, RewardPlan
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    _no_csp_violations,
-    _sign_in,
-    live_url,
-    new_page,
-    shots,
-)
+from tests.web.conftest import BROWSER_MARKS, _no_csp_violations, _sign_in
 
 pytestmark = BROWSER_MARKS
 
@@ -32,12 +25,12 @@ def _read(session: Any, query: Any) -> Any:
 
 
 def test_an_artist_adds_an_item_gives_it_a_plan_and_copies_the_join_link(
-    new_page: Any,  # noqa: F811 - a fixture of test_browser
-    live_url: str,  # noqa: F811 - a fixture of test_browser
+    new_page: Any,
+    live_url: str,
     world: Any,
     app: Any,
     session: Any,
-    shots: Any,  # noqa: F811 - a fixture of test_browser
+    shots: Any,
 ) -> None:
     app.config["PUBLIC_BASE_URL"] = live_url  # so the copied join link opens here
     artist = world.artist

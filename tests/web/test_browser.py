@@ -9,113 +9,17 @@ when that names a directory (to look at them).
 
 from __future__ import annotations
 
-import os
-import shutil
-import threading
-from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-import pytest
-from flask import Flask
 from sqlalchemy import select
-from werkzeug.serving import make_server
 
 from royalties.db import utcnow
 from royalties.models import RewardPlan
 from tests.helpers import buy, share
-from tests.web.conftest import BROWSER_MARKS, CSP, WATCH_CSP, World, _content
+from tests.web.conftest import BROWSER_MARKS, _content, _no_csp_violations, _sign_in
 
 pytestmark = BROWSER_MARKS
-
-
-def _with_csp(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
-    """Add the policy to HTML responses that do not carry one yet."""
-
-    def app(environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        def start(status: str, headers: list[tuple[str, str]], *exc: Any) -> Any:
-            names = {name.lower() for name, _ in headers}
-            html = any(n.lower() == "content-type" and "text/html" in v for n, v in headers)
-            if html and "content-security-policy" not in names:
-                headers = [*headers, ("Content-Security-Policy", CSP)]
-            return start_response(status, headers, *exc)
-
-        return wsgi_app(environ, start)
-
-    return app
-
-
-@pytest.fixture
-def live_url(app: Flask, world: World) -> Iterator[str]:
-    server = make_server("127.0.0.1", 0, _with_csp(app.wsgi_app), threaded=True)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.port}"
-    finally:
-        server.shutdown()
-        thread.join(5)
-
-
-@pytest.fixture
-def shots(tmp_path: Path) -> Callable[[Any, str], Path]:
-    target = os.environ.get("DASHBOARD_SCREENSHOTS")
-
-    def take(page: Any, name: str, *, full_page: bool = True) -> Path:
-        """``page`` may be a locator (then its element) with ``full_page=False``."""
-        path = tmp_path / f"{name}.png"
-        page.screenshot(path=str(path), **({"full_page": True} if full_page else {}))
-        assert path.stat().st_size > 20_000, f"{name}: suspiciously small screenshot"
-        if target:
-            Path(target).mkdir(parents=True, exist_ok=True)
-            shutil.copy(path, Path(target) / path.name)
-        return path
-
-    return take
-
-
-@pytest.fixture
-def new_page(chromium: Any, live_url: str) -> Iterator[Callable[..., Any]]:
-    contexts: list[Any] = []
-    problems: list[str] = []
-
-    def make(clipboard: bool = False, viewport: dict[str, int] | None = None) -> Any:
-        context = chromium.new_context(viewport=viewport or {"width": 1280, "height": 900})
-        if clipboard:
-            context.grant_permissions(["clipboard-read", "clipboard-write"], origin=live_url)
-        context.add_init_script(WATCH_CSP)
-        contexts.append(context)
-        page = context.new_page()
-        page.set_default_timeout(10_000)
-        page.on("pageerror", lambda error: problems.append(f"page error: {error}"))
-        page.on("console", lambda msg: _console(msg, problems))
-        return page
-
-    yield make
-    for context in contexts:
-        context.close()
-    assert problems == []
-
-
-def _console(message: Any, problems: list[str]) -> None:
-    # The 401/404/422 pages the tests ask for are logged as failed loads; the stylesheet
-    # and the script are proven loaded by their effects instead.
-    if message.type == "error" and not message.text.startswith("Failed to load resource"):
-        problems.append(f"console {message.type}: {message.text}")
-
-
-def _sign_in(page: Any, base: str, key: str, path: str) -> None:
-    page.goto(base + path)
-    assert "/dashboard/login" in page.url
-    page.get_by_label("API key").fill(key)
-    page.get_by_role("button", name="Sign in").click()
-    page.wait_for_url(base + path)
-
-
-def _no_csp_violations(page: Any) -> None:
-    assert page.evaluate("window.__csp") == []
-    header = page.evaluate("document.contentType")
-    assert header == "text/html"
 
 
 def _plans(session: Any, artist_id: str) -> list[tuple[int, list[int], int]]:

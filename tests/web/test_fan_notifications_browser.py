@@ -4,25 +4,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    _no_csp_violations,
-    _sign_in,
-    live_url,
-    new_page,
-    shots,
-)
+from tests.web.conftest import BROWSER_MARKS, _sign_in
 from tests.web.test_fan_notifications import notify_of
 
 pytestmark = BROWSER_MARKS
 
 
 def test_the_switch_in_a_browser_at_phone_width(
-    new_page: Any,  # noqa: F811 - a fixture of test_browser
-    live_url: str,  # noqa: F811 - a fixture of test_browser
+    new_page: Any,
+    live_url: str,
     world: Any,
     api: Any,
-    shots: Any,  # noqa: F811 - a fixture of test_browser
+    shots: Any,
 ) -> None:
     ann = world.fans["ann"]
     page = new_page()

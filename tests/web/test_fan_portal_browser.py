@@ -9,23 +9,17 @@ from typing import Any
 
 from royalties.models import Fan
 from tests.helpers import buy
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    _no_csp_violations,
-    live_url,
-    new_page,
-    shots,
-)
+from tests.web.conftest import BROWSER_MARKS, _no_csp_violations
 
 pytestmark = BROWSER_MARKS
 
 
 def test_a_fan_joins_with_a_ref_code_gets_a_link_and_its_qr_and_sees_a_sale(
-    new_page: Any,  # noqa: F811 - a fixture of test_browser
-    live_url: str,  # noqa: F811 - a fixture of test_browser
+    new_page: Any,
+    live_url: str,
     world: Any,
     api: Any,
-    shots: Any,  # noqa: F811 - a fixture of test_browser
+    shots: Any,
 ) -> None:
     ann, code = world.fans["ann"], world.links["ann"]
     page = new_page()

@@ -7,25 +7,18 @@ from __future__ import annotations
 from typing import Any
 
 from tests.smtp import links_in
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    _no_csp_violations,
-    _sign_in,
-    live_url,
-    new_page,
-    shots,
-)
+from tests.web.conftest import BROWSER_MARKS, _no_csp_violations, _sign_in
 
 pytestmark = BROWSER_MARKS
 
 
 def test_the_operator_invites_an_artist_who_signs_in_from_the_mail(
-    new_page: Any,  # noqa: F811 - a fixture of test_browser
-    live_url: str,  # noqa: F811 - a fixture of test_browser
+    new_page: Any,
+    live_url: str,
     app: Any,
     world: Any,
     inbox: Any,
-    shots: Any,  # noqa: F811 - a fixture of test_browser
+    shots: Any,
 ) -> None:
     app.config["PUBLIC_BASE_URL"] = live_url  # links point at this server
     artist_id = world.artist.id

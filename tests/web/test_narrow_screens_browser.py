@@ -12,13 +12,7 @@ from typing import Any
 import pytest
 
 from tests.helpers import buy, share
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import (  # noqa: F401 - fixtures
-    _no_csp_violations,
-    live_url,
-    new_page,
-    shots,
-)
+from tests.web.conftest import BROWSER_MARKS, _no_csp_violations
 
 pytestmark = BROWSER_MARKS
 
@@ -91,7 +85,7 @@ def held(world: Any, api: Any) -> None:
 
 
 @pytest.fixture
-def phone(new_page: Any, live_url: str) -> Any:  # noqa: F811 - fixtures of test_browser
+def phone(new_page: Any, live_url: str) -> Any:
     """A page at a phone's width, signed in with ``key`` (or not, for None)."""
 
     def open_as(key: str | None) -> Any:
@@ -109,10 +103,10 @@ def phone(new_page: Any, live_url: str) -> Any:  # noqa: F811 - fixtures of test
 
 def test_every_dashboard_page_is_usable_at_390_pixels(
     phone: Any,
-    live_url: str,  # noqa: F811 - a fixture of test_browser
+    live_url: str,
     world: Any,
     held: None,
-    shots: Any,  # noqa: F811 - a fixture of test_browser
+    shots: Any,
 ) -> None:
     keys = {"fan": world.fans["bob"].key, "artist": world.artist.key, "admin": world.admin.key}
     names = {"artist": world.artist.id, "fan": world.fans["bob"].id, "item": world.song["id"]}

@@ -34,8 +34,9 @@ from api.web.onboarding import TOKEN_MAX_AGE, onboarding_urls
 from royalties.models import Fan
 from tests.conftest import create_test_app
 from tests.helpers import Actor, ApiDriver
-from tests.web.conftest import BROWSER_MARKS, WATCH_CSP
-from tests.web.test_browser import (
+from tests.web.conftest import (
+    BROWSER_MARKS,
+    WATCH_CSP,
     _console,
     _no_csp_violations,
     _sign_in,

@@ -22,8 +22,7 @@ from tests.api.test_fraud_clearing import farmed_sponsor
 from tests.conftest import create_test_app
 from tests.helpers import Actor, ApiDriver, buy, share
 from tests.web import test_onboarding_browser as onboarding
-from tests.web.conftest import BROWSER_MARKS
-from tests.web.test_browser import _no_csp_violations, _sign_in
+from tests.web.conftest import BROWSER_MARKS, _no_csp_violations, _sign_in
 
 pytestmark = BROWSER_MARKS
 
