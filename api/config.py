@@ -252,6 +252,8 @@ def from_env() -> dict[str, Any]:
         "METRICS_BIND": os.environ.get("METRICS_BIND") or None,
         # Bodies above this are refused with 413 before any parsing.
         "MAX_CONTENT_LENGTH": _int_env("MAX_BODY_BYTES", 64 * 1024),
+        # ... except a batch of purchases (up to 500 of them), which may take this.
+        "MAX_BATCH_BODY_BYTES": _int_env("MAX_BATCH_BODY_BYTES", 1024 * 1024),
         # Rate limits (api/limits.py); a limit left None takes its default from above.
         "RATELIMIT_ENABLED": _bool_env("RATELIMIT_ENABLED", True),
         **{name: os.environ.get(name) or None for name in RATE_LIMIT_DEFAULTS},

@@ -79,18 +79,14 @@ class ProblemSchema(ma.Schema):
     )
 
 
-def problem(
-    status: int,
-    code: str,
-    detail: str,
-    *,
-    errors: dict[str, Any] | None = None,
-    headers: dict[str, str] | None = None,
-) -> Response:
-    title = _title(status)
+def problem_body(
+    status: int, code: str, detail: str, *, errors: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The problem document itself: what ``problem`` sends, and what a batch answers
+    for each of its items that failed."""
     body: dict[str, Any] = {
         "type": f"/problems/{code}",
-        "title": title,
+        "title": _title(status),
         "status": status,
         "code": code,
         "detail": detail,
@@ -99,7 +95,22 @@ def problem(
         body["errors"] = errors
     if has_request_context() and g.get("request_id"):
         body["request_id"] = g.request_id  # to find the request's log lines
-    response = Response(json.dumps(body), status=status, mimetype=PROBLEM_MIME)
+    return body
+
+
+def problem(
+    status: int,
+    code: str,
+    detail: str,
+    *,
+    errors: dict[str, Any] | None = None,
+    headers: dict[str, str] | None = None,
+) -> Response:
+    return _send(problem_body(status, code, detail, errors=errors), headers)
+
+
+def _send(body: dict[str, Any], headers: dict[str, str] | None = None) -> Response:
+    response = Response(json.dumps(body), status=body["status"], mimetype=PROBLEM_MIME)
     for name, value in (headers or {}).items():
         response.headers[name] = value
     return response
@@ -119,6 +130,31 @@ def status_for(error: e.RoyaltiesError) -> int:
         if isinstance(error, cls):
             return status
     return 500
+
+
+def invalid_fields(fields: dict[str, Any]) -> str:
+    """The ``detail`` of a 422 for invalid input: the fields, by name."""
+    return "The request has invalid fields: " + ", ".join(sorted(fields))
+
+
+_SERVER_FAILED = "The server failed; the error was logged."
+
+
+def problem_of(error: Exception) -> dict[str, Any]:
+    """The problem body the API answers for ``error``: a domain error by its class, a
+    marshmallow ``ValidationError`` as invalid fields (422), anything else as a bare 500
+    (logged with its traceback)."""
+    if isinstance(error, ma.ValidationError):
+        fields = error.normalized_messages()
+        return problem_body(422, "invalid", invalid_fields(fields), errors=fields)
+    if isinstance(error, e.RoyaltiesError):
+        status = status_for(error)
+        if status != 500:
+            return problem_body(status, error.code, error.detail, errors=error.fields or None)
+        log.error("domain invariant broken: %s", error, exc_info=error)
+    else:
+        log.error("unhandled error", exc_info=error)
+    return problem_body(500, "internal_error", _SERVER_FAILED)
 
 
 def _flatten_webargs(messages: Any) -> dict[str, Any]:
@@ -206,7 +242,7 @@ class ProblemApi(Api):  # type: ignore[misc]
         status = error.code or 500
         data = getattr(error, "data", None) or {}
         if status == 500:
-            return problem(500, "internal_error", "The server failed; the error was logged.")
+            return problem(500, "internal_error", _SERVER_FAILED)
         # e.g. Allow on a 405: everything but the body's own type
         headers = {k: v for k, v in error.get_headers() if k.lower() != "content-type"}
         headers.update(data.get("headers") or {})
@@ -231,7 +267,7 @@ class ProblemApi(Api):  # type: ignore[misc]
         if status == 400 and fields and "_schema" in fields:
             detail = "; ".join(str(m) for m in fields["_schema"])
         elif fields and status == 422:
-            detail = "The request has invalid fields: " + ", ".join(sorted(fields))
+            detail = invalid_fields(fields)
         code = _CODE_BY_HTTP.get(status, "error")
         return problem(status, code, str(detail), errors=fields, headers=headers)
 
@@ -270,18 +306,13 @@ def register(app: Flask) -> None:
 
     @app.errorhandler(e.RoyaltiesError)
     def _domain(error: e.RoyaltiesError) -> Response:
-        status = status_for(error)
-        if status == 500:
-            log.error("domain invariant broken: %s", error, exc_info=error)
-            return problem(500, "internal_error", "The server failed; the error was logged.")
-        headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
-        return problem(
-            status, error.code, error.detail, errors=error.fields or None, headers=headers
-        )
+        body = problem_of(error)
+        headers = {"WWW-Authenticate": "Bearer"} if body["status"] == 401 else None
+        return _send(body, headers)
 
     @app.errorhandler(Exception)
     def _unexpected(error: Exception) -> Response:
         if isinstance(error, HTTPException):
             return app.extensions["royalties.api"].handle_http_exception(error)  # type: ignore[no-any-return]
         log.exception("unhandled error")
-        return problem(500, "internal_error", "The server failed; the error was logged.")
+        return problem(500, "internal_error", _SERVER_FAILED)

@@ -4,11 +4,12 @@
   query parameter): no id, code or parameter of ours holds one, and PostgreSQL text
   cannot.
 - A request body sent to the JSON API (``/v1/...``) must be:
-  ``application/json`` (or ``+json``), else 415; at most ``MAX_CONTENT_LENGTH`` bytes,
-  else 413, also when it comes chunked without a ``Content-Length``; JSON that the
-  standard parser loads safely (UTF-8, no ``NaN``/``Infinity``, nesting at most
-  ``MAX_DEPTH``), else 400; and text that can be stored (no NUL, no unpaired surrogate
-  anywhere in a string or key), else 422 naming where.
+  ``application/json`` (or ``+json``), else 415; at most ``MAX_CONTENT_LENGTH`` bytes
+  (``MAX_BATCH_BODY_BYTES`` for a batch of purchases), else 413, also when it comes
+  chunked without a ``Content-Length``; JSON that the standard parser loads safely
+  (UTF-8, no ``NaN``/``Infinity``, nesting at most ``MAX_DEPTH``), else 400; and text
+  that can be stored (no NUL, no unpaired surrogate anywhere in a string or key), else
+  422 naming where.
 
 These look at the request's shape, never at what a field may hold, so running before
 authentication tells a caller without a key nothing about the field rules. The Stripe
@@ -29,6 +30,8 @@ from api.errors import PROBLEM_CONTENT, problem
 
 MAX_DEPTH = 32
 RAW_BODY_PATHS = frozenset({"/v1/webhooks/stripe"})
+# path -> the setting of its own body limit, in place of MAX_CONTENT_LENGTH
+LARGER_BODIES = {"/v1/purchases/batch": "MAX_BATCH_BODY_BYTES"}
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 
@@ -49,6 +52,8 @@ def register(app: Flask) -> None:
 
     @app.before_request
     def _check_request_shape() -> Response | None:
+        if request.path in LARGER_BODIES:
+            request.max_content_length = app.config[LARGER_BODIES[request.path]]
         if "\x00" in request.path:
             return problem(404, "not_found", "no such resource")
         for name, value in request.args.items(multi=True):
@@ -85,11 +90,14 @@ class BodyErrorsDoc(BasePlugin):  # type: ignore[misc]
     ) -> None:
         if path in RAW_BODY_PATHS:
             return
+        errors = dict(self.ERRORS)
+        if path in LARGER_BODIES:
+            errors[413] = f"The body is larger than the limit (`{LARGER_BODIES[path]}`)"
         for operation in (operations or {}).values():
             if not isinstance(operation, dict) or "requestBody" not in operation:
                 continue
             responses = operation.setdefault("responses", {})
-            for status, description in self.ERRORS.items():
+            for status, description in errors.items():
                 if not any(str(key) == str(status) for key in responses):
                     responses[status] = {
                         "description": description,

@@ -75,6 +75,7 @@ BY_ADDRESS: dict[tuple[str, str], str] = {
 # far more often than any person calls the API, so they must not share a person's budget.
 BY_KEY: dict[tuple[str, str], str] = {
     ("POST", "/v1/purchases"): SALES,
+    ("POST", "/v1/purchases/batch"): SALES,  # one unit per item: see spend_more
     ("POST", "/v1/purchases/<purchase_id>/refunds"): SALES,
 }
 # Budgets their views spend themselves (``spend``), the hottest public path first: a click
@@ -321,20 +322,52 @@ def _too_many_requests(error: RateLimitExceeded) -> Response:
     from api.metrics import RATE_LIMITED
 
     retry_after = _retry_after()
-    headers = {"Retry-After": str(retry_after)}
     setting = request_budget() or ""
     RATE_LIMITED.labels(setting or "-").inc()
     if setting and setting in PAGES:
         return too_many_page(setting, retry_after)
     if not request.path.startswith("/v1/"):  # a page a browser asked for
         return too_many_page("", retry_after)
+    return _rate_limited(str(error.limit.limit), retry_after)
+
+
+def _rate_limited(limit: str, retry_after: int) -> Response:
     return problem(
         429,
         "rate_limited",
-        f"Too many requests: the limit here is {error.limit.limit}; "
-        f"retry after {retry_after} seconds.",
-        headers=headers,
+        f"Too many requests: the limit here is {limit}; retry after {retry_after} seconds.",
+        headers={"Retry-After": str(retry_after)},
     )
+
+
+def spend_more(units: int) -> Response | None:
+    """Spend ``units`` more of the current request's budget, beyond the one unit the
+    limiter spent before the view: a batch of N purchases spends N in all. None when the
+    budget covers them, else the 429 to answer, and nothing more is spent.
+
+    Tested before spent, so a batch the budget cannot cover costs its one unit, as any
+    refused request does, and leaves the rest of the window to smaller requests. The
+    test and the hit are two steps: concurrent batches of one key may overshoot the
+    limit by a batch, never fail. If the store fails, the units go uncounted (the
+    limiter's own fallback counts the next requests)."""
+    from api.metrics import RATE_LIMITED
+
+    limiter: Limiter | None = current_app.extensions.get(EXTENSION)
+    if limiter is None or units <= 0:
+        return None
+    spent = [lim for lim in limiter.current_limits if not lim.breached]
+    try:
+        strategy = limiter.limiter
+        for lim in spent:
+            if not strategy.test(lim.limit, *lim.request_args, cost=units):
+                reset_at = strategy.get_window_stats(lim.limit, *lim.request_args).reset_time
+                RATE_LIMITED.labels(request_budget() or "-").inc()
+                return _rate_limited(str(lim.limit), max(1, math.ceil(reset_at - time.time())))
+        for lim in spent:
+            strategy.hit(lim.limit, *lim.request_args, cost=units)
+    except Exception:
+        log.warning("rate limit store failed; %d units not counted", units, exc_info=True)
+    return None
 
 
 class OpenApiLimits(BasePlugin):

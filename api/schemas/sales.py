@@ -4,6 +4,7 @@ from typing import Any
 
 import marshmallow as ma
 
+from api.errors import ProblemSchema
 from api.schemas.common import Currency, Money, StrictSchema, Text, WholeMatch
 
 
@@ -92,12 +93,9 @@ class RefundOut(ma.Schema):
     created_at = ma.fields.String(required=True, metadata={"format": "date-time"})
 
 
-class IdempotencyHeader(ma.Schema):
-    class Meta:
-        unknown = ma.EXCLUDE
-
-    idempotency_key = ma.fields.String(
-        data_key="Idempotency-Key",
+def _idempotency_key(**kwargs: Any) -> ma.fields.String:
+    """An idempotency key, in a header or in a batch item: the same rules in both."""
+    return ma.fields.String(
         required=True,
         validate=[
             ma.validate.Length(min=1, max=255),
@@ -107,5 +105,71 @@ class IdempotencyHeader(ma.Schema):
                 error="printable ASCII characters, not only spaces",
             ),
         ],
+        **kwargs,
+    )
+
+
+class IdempotencyHeader(ma.Schema):
+    class Meta:
+        unknown = ma.EXCLUDE
+
+    idempotency_key = _idempotency_key(
+        data_key="Idempotency-Key",
         metadata={"description": "unique per request; a retry with the same key and body replays"},
     )
+
+
+MAX_BATCH = 500
+
+
+class PurchaseBatchItemIn(PurchaseIn):
+    """One purchase of a batch: the body of ``POST /v1/purchases`` and its key."""
+
+    idempotency_key = _idempotency_key()
+
+
+class PurchaseBatchIn(StrictSchema):
+    # Items are only checked to be objects here: each is then validated on its own
+    # (PurchaseBatchItemIn), so a malformed item fails alone, in its own result.
+    purchases = ma.fields.List(
+        ma.fields.Dict(
+            metadata={
+                "description": "a purchase: the fields of `PurchaseIn` (the body of "
+                "`POST /v1/purchases`) and `idempotency_key`, by the rules of the "
+                "`Idempotency-Key` header"
+            }
+        ),
+        required=True,
+        validate=ma.validate.Length(min=1, max=MAX_BATCH),
+        metadata={"description": f"1 to {MAX_BATCH} purchases, answered in this order"},
+    )
+
+
+class PurchaseBatchResult(ma.Schema):
+    status = ma.fields.Integer(
+        required=True,
+        metadata={
+            "description": "what `POST /v1/purchases` would have answered for this item: "
+            "201 with `purchase`, or an error status with `problem`"
+        },
+    )
+    purchase = ma.fields.Nested(
+        PurchaseOut, metadata={"description": "the receipt, when `status` is 201"}
+    )
+    replayed = ma.fields.Boolean(
+        metadata={
+            "description": "with `purchase`: true when its `idempotency_key` already had "
+            "this answer (nothing was recorded again)"
+        }
+    )
+    problem = ma.fields.Nested(
+        ProblemSchema,
+        metadata={
+            "description": "when `status` is not 201: the item's problem document, as "
+            "`POST /v1/purchases` answers it"
+        },
+    )
+
+
+class PurchaseBatchOut(ma.Schema):
+    results = ma.fields.List(ma.fields.Nested(PurchaseBatchResult), required=True)
