@@ -24,6 +24,11 @@ Counters live in memory (per process) unless ``RATELIMIT_STORAGE_URI`` names a s
 store such as Redis; if that store fails, each process falls back to counting in memory
 rather than refusing or failing requests.
 
+The two hottest budgets, clicks and sales (``DIRECT``), are spent with one call to
+``limits`` before each request (``spend``); Flask-Limiter counts the others, and lets
+every request that spends no budget through at its first check. Both use the same
+store, strategy and key prefix. A batch of N purchases spends N units (``spend_more``).
+
 Flask-Limiter keeps its storage and settings on the ``Limiter`` object, while one
 process may build many apps with different configs (the tests do); so ``limiter`` is an
 unbound extension that gives each app its own ``flask_limiter.Limiter``.
@@ -78,10 +83,13 @@ BY_KEY: dict[tuple[str, str], str] = {
     ("POST", "/v1/purchases/batch"): SALES,  # one unit per item: see spend_more
     ("POST", "/v1/purchases/<purchase_id>/refunds"): SALES,
 }
-# Budgets their views spend themselves (``spend``), the hottest public path first: a click
-# costs little, and Flask-Limiter's machinery would be a large share of it.
-DIRECT = frozenset({CLICKS})
+# Budgets spent with one call each (``spend``, before each request) rather than through
+# Flask-Limiter: the two hottest paths, a click and a sale, where its per-request
+# machinery was a large share of the cost. Flask-Limiter counts the others.
+DIRECT = frozenset({CLICKS, SALES})
 NOT_BY_FLASK_LIMITER = frozenset({None, *DIRECT})
+DEAD_UNTIL = EXTENSION + ".store_dead_until"
+STORE_RETRY_SECONDS = 10.0
 # Counter names: a setting's budget is shared by every route that spends it.
 _SCOPES = {
     "RATELIMIT_SIGNUP": "signup",
@@ -208,6 +216,7 @@ class RateLimits:
         # Requests that spend no budget here leave Flask-Limiter at its first check.
         limiter.request_filter(lambda: request_budget() in NOT_BY_FLASK_LIMITER)
         limiter.init_app(app)
+        app.before_request(_spend_direct)  # right after Flask-Limiter's own check
         app.extensions[EXTENSION] = limiter
         app.register_error_handler(RateLimitExceeded, _too_many_requests)
 
@@ -245,27 +254,39 @@ def too_many_page(setting: str, retry_after: int) -> Response:
 
 def spend(setting: str, counted_by: str, cost: int = 1) -> int | None:
     """Spend ``cost`` of ``setting``'s budget for ``counted_by`` (an address, a key's or
-    an email's hash) directly, without Flask-Limiter's per-request machinery; the
-    seconds to wait when that is over the limit (nothing is spent then), else None.
+    an email's hash) with one call to ``limits``, not Flask-Limiter's per-request
+    machinery; the seconds to wait when that would go over the limit (then nothing is
+    spent), else None.
 
-    In the limiter's own store and strategy (so Redis shares it between workers); if the
-    store fails, counted in this process's memory instead, as the other budgets are."""
+    Tested, then spent: concurrent requests of one client may overshoot a limit by one
+    request's cost, never fail. In the limiter's own store and strategy (so Redis shares
+    it between workers); a store that fails is left alone for ``STORE_RETRY_SECONDS``
+    and this process counts in its own memory meanwhile, as the other budgets do."""
     limiter: Limiter | None = current_app.extensions.get(EXTENSION)
     if limiter is None:  # limits switched off
         return None
     prefix = current_app.config.get("RATELIMIT_KEY_PREFIX") or ""
     keys = [*([prefix] if prefix else []), _SCOPES[setting], counted_by]
-    for item in _parsed(str(current_app.config[setting])):
-        strategy = limiter.limiter
+    items = _parsed(str(current_app.config[setting]))
+    dead = current_app.extensions.get(DEAD_UNTIL, 0.0)
+    if time.monotonic() >= dead:
         try:
-            allowed = strategy.hit(item, *keys, cost=cost)
+            return _spend(limiter.limiter, items, keys, cost)
         except Exception:
             log.warning("rate limit store failed; counting in memory", exc_info=True)
-            strategy = _memory_strategy()
-            allowed = strategy.hit(item, *keys, cost=cost)
-        if not allowed:
+            current_app.extensions[DEAD_UNTIL] = time.monotonic() + STORE_RETRY_SECONDS
+    return _spend(_memory_strategy(), items, keys, cost)
+
+
+def _spend(
+    strategy: RateLimiter, items: list[RateLimitItem], keys: list[str], cost: int
+) -> int | None:
+    for item in items:
+        if not strategy.test(item, *keys, cost=cost):
             reset_at = strategy.get_window_stats(item, *keys).reset_time
             return max(1, math.ceil(reset_at - time.time()))
+    for item in items:
+        strategy.hit(item, *keys, cost=cost)
     return None
 
 
@@ -280,12 +301,25 @@ def spend_recipient_budget(email: str) -> int | None:
     return spend(RECIPIENT, "email:" + hash_key(email))
 
 
-def refused_page(setting: str, retry_after: int) -> Response:
-    """A budget spent directly (``spend``) ran out: counted, and the page a browser gets."""
+def refusal(setting: str, retry_after: int) -> Response:
+    """The answer when ``setting``'s budget is spent (``spend``): counted, then a page
+    for the budgets a browser spends, problem+json for the API's."""
     from api.metrics import RATE_LIMITED
 
     RATE_LIMITED.labels(setting).inc()
-    return too_many_page(setting, retry_after)
+    if setting in PAGES:
+        return too_many_page(setting, retry_after)
+    return _rate_limited(str(current_app.config[setting]), retry_after)
+
+
+def _spend_direct() -> Response | None:
+    """Before each request (where Flask-Limiter checks the others): spend one unit of
+    the request's budget when it is one of ``DIRECT``."""
+    setting = request_budget()
+    if setting not in DIRECT:
+        return None
+    wait = spend(setting, _counted_by())
+    return None if wait is None else refusal(setting, wait)
 
 
 class SweptMemoryStorage(MemoryStorage):
@@ -341,33 +375,15 @@ def _rate_limited(limit: str, retry_after: int) -> Response:
 
 
 def spend_more(units: int) -> Response | None:
-    """Spend ``units`` more of the current request's budget, beyond the one unit the
-    limiter spent before the view: a batch of N purchases spends N in all. None when the
-    budget covers them, else the 429 to answer, and nothing more is spent.
-
-    Tested before spent, so a batch the budget cannot cover costs its one unit, as any
-    refused request does, and leaves the rest of the window to smaller requests. The
-    test and the hit are two steps: concurrent batches of one key may overshoot the
-    limit by a batch, never fail. If the store fails, the units go uncounted (the
-    limiter's own fallback counts the next requests)."""
-    from api.metrics import RATE_LIMITED
-
-    limiter: Limiter | None = current_app.extensions.get(EXTENSION)
-    if limiter is None or units <= 0:
+    """Spend ``units`` more of the current request's budget, beyond the one unit spent
+    before the view: a batch of N purchases spends N in all. None when the budget
+    covers them, else the 429 to answer, and nothing more is spent (so a batch the
+    budget cannot cover costs its one unit, as any refused request does)."""
+    setting = request_budget()
+    if setting not in DIRECT or units <= 0:
         return None
-    spent = [lim for lim in limiter.current_limits if not lim.breached]
-    try:
-        strategy = limiter.limiter
-        for lim in spent:
-            if not strategy.test(lim.limit, *lim.request_args, cost=units):
-                reset_at = strategy.get_window_stats(lim.limit, *lim.request_args).reset_time
-                RATE_LIMITED.labels(request_budget() or "-").inc()
-                return _rate_limited(str(lim.limit), max(1, math.ceil(reset_at - time.time())))
-        for lim in spent:
-            strategy.hit(lim.limit, *lim.request_args, cost=units)
-    except Exception:
-        log.warning("rate limit store failed; %d units not counted", units, exc_info=True)
-    return None
+    wait = spend(setting, _counted_by(), units)
+    return None if wait is None else refusal(setting, wait)
 
 
 class OpenApiLimits(BasePlugin):

@@ -9,7 +9,6 @@ from flask.views import MethodView
 from flask_smorest import Blueprint
 from werkzeug.wrappers import Response as BaseResponse
 
-from api import limits
 from api.auth import current_principal, require
 from api.errors import PROBLEM_MIME, ProblemSchema
 from api.extensions import db
@@ -100,9 +99,6 @@ class Click(MethodView):
     )
     def get(self, code: str) -> BaseResponse:
         """Follow a share link (anyone, no key): record a click and redirect"""
-        wait = limits.spend(limits.CLICKS, limits.client_address())
-        if wait is not None:
-            return limits.refused_page(limits.CLICKS, wait)
         target = links.resolve_click(
             db.session,
             code=code,

@@ -180,7 +180,7 @@ def login_email() -> Any:
         return page, 422
     wait = limits.spend_recipient_budget(email)
     if wait is not None:
-        return limits.refused_page(limits.RECIPIENT, wait)
+        return limits.refusal(limits.RECIPIENT, wait)
     issued = request_link(db.session, email=email, admin_emails=signin.admin_emails())
     if issued:
         outbox().send(sign_in_mail(email, issued))
