@@ -76,8 +76,10 @@ class EndpointWithSecret(Endpoint):
     secret = ma.fields.String(
         required=True,
         metadata={
-            "description": "the signing secret (`whsec_` + base64), shown only here; "
-            "give it to any Standard Webhooks library to verify deliveries"
+            # Not spelled out: no secret's prefix is ever in the published document.
+            "description": "the signing secret, in the Standard Webhooks format (the "
+            "`whsec` prefix and base64), shown only here; give it to any Standard "
+            "Webhooks library to verify deliveries"
         },
     )
 
