@@ -47,7 +47,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from itertools import zip_longest
-from typing import Any
+from typing import Any, NamedTuple
 
 import networkx as nx
 
@@ -67,9 +67,9 @@ BROKERS = 5
 PICTURE_WIDTH, PICTURE_HEIGHT = 1000, 600
 
 
-@dataclass(frozen=True, slots=True)
-class Sale:
-    """One recorded purchase as the analytics see it."""
+class Sale(NamedTuple):
+    """One recorded purchase as the analytics see it (a named tuple: a batch run holds
+    millions, and a tuple is built three times faster than a frozen dataclass)."""
 
     id: str
     buyer_id: str
