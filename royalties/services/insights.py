@@ -16,12 +16,13 @@ module reads the rows it needs and caches the result.
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import String, cast, func, select
+from sqlalchemy import String, Text, cast, func, select
 from sqlalchemy.orm import Session
 
 from royalties import insights, rewards
@@ -35,6 +36,7 @@ from royalties.services.catalog import get_artist
 from royalties.services.fans import get_fan
 
 _BATCH = 2000  # ids per IN (...): well under SQLite's bound parameter limit
+_ROWS = 10_000  # rows fetched at a time by the batch reads
 _SOURCE = "_source"  # what the cached figures were computed from; never returned
 # Bumped when the figures' shape changes, so a cache of the old shape is recomputed.
 _SHAPE = 2
@@ -178,49 +180,75 @@ def _load_sales(
     start: datetime | None = None,
     end: datetime | None = None,
 ) -> list[Sale]:
+    """The artist's sales in [start, end), each with its reward sums.
+
+    The hottest read of a batch run (2M rows at the target size), so it avoids the
+    per-row machinery: the database sums each sale's rewards in the same query; Core
+    tuples, not ORM rows; the chain read as text and decoded once per distinct chain
+    (many buyers share a sponsor's chain) into tuples of shared fan ids; the timestamp
+    read as ISO 8601 text (the column holds naive UTC) and parsed by
+    ``datetime.fromisoformat``."""
     period = [Purchase.artist_id == artist_id]
     if start is not None:
         period.append(Purchase.created_at >= start)
     if end is not None:
         period.append(Purchase.created_at < end)
-    booked = {
-        purchase_id: (int(paid), int(back))
-        for purchase_id, paid, back in session.execute(
-            select(
-                Reward.purchase_id,
-                func.sum(rewards.counted()),
-                func.sum(rewards.counted_reversed()),
-            )
-            .join(Purchase, Purchase.id == Reward.purchase_id)
-            .where(*period)
-            .group_by(Reward.purchase_id)
-        )
-    }
-    rows = session.execute(
+    rows = session.connection().execute(
         select(
             Purchase.id,
             Purchase.buyer_id,
             Purchase.amount,
+            cast(Purchase.chain, Text),
+            _iso_text(session, Purchase.created_at),
             Purchase.refunded_amount,
-            Purchase.chain,
-            Purchase.created_at,
+            _per_sale(rewards.counted()),
+            _per_sale(rewards.counted_reversed()),
             Purchase.currency,
         ).where(*period)
     )
-    return [
-        Sale(
-            id=purchase_id,
-            buyer_id=buyer,
-            amount=amount,
-            chain=tuple(chain or ()),
-            created_at=created_at,
-            refunded_amount=refunded,
-            rewards=booked.get(purchase_id, (0, 0))[0],
-            rewards_reversed=booked.get(purchase_id, (0, 0))[1],
-            currency=currency,
+    fans: dict[str, str] = {}  # one string per fan id, however many sales name it
+    chains: dict[str | None, tuple[str, ...]] = {None: ()}
+    parse = datetime.fromisoformat
+    sales = []
+    for purchase_id, buyer, amount, chain_text, at, refunded, paid, back, currency in (
+        row
+        for part in rows.partitions(_ROWS)
+        for row in part  # fetchmany, not row by row
+    ):
+        chain = chains.get(chain_text)
+        if chain is None:
+            chain = tuple(fans.setdefault(fan, fan) for fan in json.loads(chain_text) or ())
+            chains[chain_text] = chain
+        sales.append(
+            Sale(
+                purchase_id,
+                fans.setdefault(buyer, buyer),
+                amount,
+                chain,
+                parse(at + "+00:00"),  # aware UTC, without a slow ``replace(tzinfo=)``
+                refunded,
+                int(paid),
+                int(back),
+                currency,
+            )
         )
-        for purchase_id, buyer, amount, refunded, chain, created_at, currency in rows
-    ]
+    return sales
+
+
+def _per_sale(counted: Any) -> Any:
+    """SQL: the sum of ``counted`` over one sale's rewards. Correlated subqueries walk
+    the (purchase_id, level) index sale by sale; a join with GROUP BY sorted every
+    reward row first and took a third longer on SQLite."""
+    total = select(func.coalesce(func.sum(counted), 0)).where(Reward.purchase_id == Purchase.id)
+    return total.scalar_subquery()
+
+
+def _iso_text(session: Session, column: Any) -> Any:
+    """SQL: a naive timestamp as ISO 8601 text. SQLite stores that text already;
+    PostgreSQL's own ``::text`` follows the DateStyle setting, ``to_char`` does not."""
+    if session.get_bind().dialect.name == "postgresql":
+        return func.to_char(column, 'YYYY-MM-DD"T"HH24:MI:SS.US')
+    return cast(column, Text)
 
 
 def _rewards_by_fan(session: Session, artist_id: str) -> dict[str, int]:
