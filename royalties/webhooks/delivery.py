@@ -236,7 +236,6 @@ def claim(
                 WebhookDelivery.id,
                 WebhookDelivery.endpoint_id,
                 WebhookDelivery.attempts,
-                WebhookDelivery.next_attempt_at,
                 WebhookEndpoint.url,
                 WebhookEndpoint.secret,
                 WebhookEndpoint.previous_secret,
@@ -257,12 +256,12 @@ def claim(
                 id=row[0],
                 endpoint_id=row[1],
                 attempts=row[2],
-                url=row[4],
-                secret=row[5],
-                previous_secret=row[6],
-                previous_secret_until=row[7],
-                event_id=row[8],
-                body=row[9],
+                url=row[3],
+                secret=row[4],
+                previous_secret=row[5],
+                previous_secret_until=row[6],
+                event_id=row[7],
+                body=row[8],
             )
         )
     return list(claims.values())
@@ -327,11 +326,12 @@ def record(engine: Engine, batch: Claim, results: Sequence[_Result], settings: S
 
 
 def _record(session: Session, batch: Claim, results: Sequence[_Result], settings: Settings) -> None:
+    # The endpoint's row first, locked: a deletion (which locks it first too) either
+    # finished, taking the deliveries with it, and there is nothing to record, or waits.
+    endpoint = session.get(WebhookEndpoint, batch.endpoint_id, with_for_update=True)
+    if endpoint is None:
+        return
     mine = WebhookDelivery.claimed_until == batch.lease
-    # An endpoint deleted while its batch was out took its deliveries with it.
-    sent = [r.due.id for r in results]
-    left = set(session.scalars(select(WebhookDelivery.id).where(WebhookDelivery.id.in_(sent))))
-    results = [r for r in results if r.due.id in left]
     insert_rows(
         session.connection(),
         table(WebhookAttempt),
@@ -397,17 +397,14 @@ def _record(session: Session, batch: Claim, results: Sequence[_Result], settings
             .values(**later)
             .execution_options(synchronize_session=False)
         )
-    _judge_endpoint(session, batch.endpoint_id, results, settings)
+    _judge_endpoint(endpoint, results, settings)
 
 
 def _judge_endpoint(
-    session: Session, endpoint_id: str, results: Sequence[_Result], settings: Settings
+    endpoint: WebhookEndpoint, results: Sequence[_Result], settings: Settings
 ) -> None:
     """Keep ``failing_since`` and disable an endpoint that has failed for too long."""
     if not results:
-        return
-    endpoint = session.get(WebhookEndpoint, endpoint_id, with_for_update=True)
-    if endpoint is None:  # deleted while its batch was in flight
         return
     last_ok = max((r.at for r in results if r.ok), default=None)
     failures_after = [r.at for r in results if not r.ok and (last_ok is None or r.at > last_ok)]
@@ -427,7 +424,7 @@ def _judge_endpoint(
             f"every delivery failed since {since:%Y-%m-%d %H:%M} UTC "
             f"(last: {latest.error}); fix the receiver, then enable the endpoint again"
         )[:500]
-        log.warning("webhook endpoint %s disabled: failing since %s", endpoint_id, since)
+        log.warning("webhook endpoint %s disabled: failing since %s", endpoint.id, since)
 
 
 class Deliverer:

@@ -173,14 +173,15 @@ def _mine(owner: Owner) -> list[ColumnElement[bool]]:
     ]
 
 
-def get_endpoint(session: Session, owner: Owner, endpoint_id: str) -> WebhookEndpoint:
+def get_endpoint(
+    session: Session, owner: Owner, endpoint_id: str, *, for_update: bool = False
+) -> WebhookEndpoint:
     """``owner``'s endpoint ``endpoint_id`` (an admin's: anyone's); NotFound otherwise,
-    whether it does not exist or belongs to someone else."""
+    whether it does not exist or belongs to someone else. ``for_update`` locks its row."""
     found = None
     if looks_like_id(endpoint_id):
-        found = session.scalar(
-            select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id, *_mine(owner))
-        )
+        query = select(WebhookEndpoint).where(WebhookEndpoint.id == endpoint_id, *_mine(owner))
+        found = session.scalar(query.with_for_update() if for_update else query)
     if found is None:
         raise NotFound(f"webhook endpoint {endpoint_id} does not exist")
     return found
@@ -210,8 +211,9 @@ def disabled_endpoints(session: Session, owner: Owner) -> list[WebhookEndpoint]:
 
 @transactional
 def delete_endpoint(session: Session, owner: Owner, endpoint_id: str) -> None:
-    """Remove the endpoint with its deliveries and their attempts; nothing more is sent."""
-    endpoint = get_endpoint(session, owner, endpoint_id)
+    """Remove the endpoint with its deliveries and their attempts; nothing more is sent.
+    Its row is locked first, as a worker recording a batch of it locks it first."""
+    endpoint = get_endpoint(session, owner, endpoint_id, for_update=True)
     deliveries = select(WebhookDelivery.id).where(WebhookDelivery.endpoint_id == endpoint.id)
     session.execute(delete(WebhookAttempt).where(WebhookAttempt.delivery_id.in_(deliveries)))
     session.execute(delete(WebhookDelivery).where(WebhookDelivery.endpoint_id == endpoint.id))

@@ -19,8 +19,8 @@ from standardwebhooks.webhooks import WebhookVerificationError
 from royalties.db import utcnow
 from royalties.models import WebhookAttempt, WebhookDelivery, WebhookEndpoint
 from royalties.webhooks import Deliverer, Settings, deliver_due, fan_out
-from royalties.webhooks.delivery import claim, parse_schedule
-from royalties.webhooks.endpoints import Owner, enable_endpoint, rotate_secret
+from royalties.webhooks.delivery import claim, parse_schedule, record, send
+from royalties.webhooks.endpoints import Owner, delete_endpoint, enable_endpoint, rotate_secret
 from tests.api.live import free_port
 from tests.webhooks.conftest import Receiver, endpoint_for, endpoint_row, wait_for
 from tests.webhooks.test_worker_delivers import backlog
@@ -244,3 +244,16 @@ def test_one_slow_receiver_does_not_hold_up_another(session, engine, receiver):
     assert rows.scalar() == 10
     attempts = session.scalar(select(func.count()).select_from(WebhookAttempt))
     assert attempts == 10
+
+
+def test_a_batch_whose_endpoint_was_deleted_meanwhile_records_nothing(session, engine, receiver):
+    endpoint_id, _ = endpoint_for(session, ADMIN, receiver.url)
+    backlog(session, 2)
+    fan_out(engine, {}, utcnow())
+    [batch] = claim(engine, utcnow(), QUICK)
+    results = send(batch, QUICK)
+    assert [r.ok for r in results] == [True, True]
+    delete_endpoint(session, ADMIN, endpoint_id)
+    record(engine, batch, results, QUICK)  # no foreign key broken, no error
+    assert session.scalar(select(func.count()).select_from(WebhookAttempt)) == 0
+    assert session.scalar(select(func.count()).select_from(WebhookDelivery)) == 0
