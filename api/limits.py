@@ -27,7 +27,7 @@ rather than refusing or failing requests.
 The two hottest budgets, clicks and sales (``DIRECT``), are spent with one call to
 ``limits`` before each request (``spend``); Flask-Limiter counts the others, and lets
 every request that spends no budget through at its first check. Both use the same
-store, strategy and key prefix. A batch of N purchases spends N units (``spend_more``).
+store, strategy and key prefix. A batch of N purchases spends N units (``spend_units``).
 
 Flask-Limiter keeps its storage and settings on the ``Limiter`` object, while one
 process may build many apps with different configs (the tests do); so ``limiter`` is an
@@ -80,7 +80,7 @@ BY_ADDRESS: dict[tuple[str, str], str] = {
 # far more often than any person calls the API, so they must not share a person's budget.
 BY_KEY: dict[tuple[str, str], str] = {
     ("POST", "/v1/purchases"): SALES,
-    ("POST", "/v1/purchases/batch"): SALES,  # one unit per item: see spend_more
+    ("POST", "/v1/purchases/batch"): SALES,  # one unit per item: see spend_units
     ("POST", "/v1/purchases/<purchase_id>/refunds"): SALES,
 }
 # Budgets spent with one call each (``spend``, before each request) rather than through
@@ -216,7 +216,7 @@ class RateLimits:
         # Requests that spend no budget here leave Flask-Limiter at its first check.
         limiter.request_filter(lambda: request_budget() in NOT_BY_FLASK_LIMITER)
         limiter.init_app(app)
-        app.before_request(_spend_direct)  # right after Flask-Limiter's own check
+        app.before_request(spend_units)  # right after Flask-Limiter's own check
         app.extensions[EXTENSION] = limiter
         app.register_error_handler(RateLimitExceeded, _too_many_requests)
 
@@ -301,24 +301,29 @@ def spend_recipient_budget(email: str) -> int | None:
     return spend(RECIPIENT, "email:" + hash_key(email))
 
 
-def refusal(setting: str, retry_after: int) -> Response:
-    """The answer when ``setting``'s budget is spent (``spend``): counted, then a page
-    for the budgets a browser spends, problem+json for the API's."""
+def refusal(setting: str, retry_after: int, limit: str | None = None) -> Response:
+    """The answer when ``setting``'s budget (``""``: none known) is spent, whoever
+    counted it: the refusal counted, then a page for the budgets a browser spends and
+    for pages, problem+json for the API (naming ``limit``, default the setting's)."""
     from api.metrics import RATE_LIMITED
 
-    RATE_LIMITED.labels(setting).inc()
-    if setting in PAGES:
+    RATE_LIMITED.labels(setting or "-").inc()
+    if setting and setting in PAGES:
         return too_many_page(setting, retry_after)
-    return _rate_limited(str(current_app.config[setting]), retry_after)
+    if not request.path.startswith("/v1/"):  # a page a browser asked for
+        return too_many_page("", retry_after)
+    return _rate_limited(limit or str(current_app.config[setting]), retry_after)
 
 
-def _spend_direct() -> Response | None:
-    """Before each request (where Flask-Limiter checks the others): spend one unit of
-    the request's budget when it is one of ``DIRECT``."""
+def spend_units(units: int = 1) -> Response | None:
+    """Spend ``units`` of the current request's budget when it is one of ``DIRECT``:
+    one before each request, and a batch of N purchases N - 1 more in its view. None
+    when the budget covers them, else the 429 to answer, and nothing is spent (so a
+    batch the budget cannot cover costs its first unit, as any refused request does)."""
     setting = request_budget()
-    if setting not in DIRECT:
+    if setting not in DIRECT or units <= 0:
         return None
-    wait = spend(setting, _counted_by())
+    wait = spend(setting, _counted_by(), units)
     return None if wait is None else refusal(setting, wait)
 
 
@@ -353,16 +358,7 @@ def _memory_strategy() -> RateLimiter:
 
 
 def _too_many_requests(error: RateLimitExceeded) -> Response:
-    from api.metrics import RATE_LIMITED
-
-    retry_after = _retry_after()
-    setting = request_budget() or ""
-    RATE_LIMITED.labels(setting or "-").inc()
-    if setting and setting in PAGES:
-        return too_many_page(setting, retry_after)
-    if not request.path.startswith("/v1/"):  # a page a browser asked for
-        return too_many_page("", retry_after)
-    return _rate_limited(str(error.limit.limit), retry_after)
+    return refusal(request_budget() or "", _retry_after(), str(error.limit.limit))
 
 
 def _rate_limited(limit: str, retry_after: int) -> Response:
@@ -372,18 +368,6 @@ def _rate_limited(limit: str, retry_after: int) -> Response:
         f"Too many requests: the limit here is {limit}; retry after {retry_after} seconds.",
         headers={"Retry-After": str(retry_after)},
     )
-
-
-def spend_more(units: int) -> Response | None:
-    """Spend ``units`` more of the current request's budget, beyond the one unit spent
-    before the view: a batch of N purchases spends N in all. None when the budget
-    covers them, else the 429 to answer, and nothing more is spent (so a batch the
-    budget cannot cover costs its one unit, as any refused request does)."""
-    setting = request_budget()
-    if setting not in DIRECT or units <= 0:
-        return None
-    wait = spend(setting, _counted_by(), units)
-    return None if wait is None else refusal(setting, wait)
 
 
 class OpenApiLimits(BasePlugin):

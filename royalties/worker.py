@@ -49,7 +49,7 @@ def webhook_jobs(config: Mapping[str, Any]) -> tuple[list[Job], Deliverer]:
     return [
         Job("webhooks.fan_out", every, fan_out),
         Job("webhooks.deliver", every, deliverer.run),
-    ], (deliverer)
+    ], deliverer
 
 
 def all_jobs(config: Mapping[str, Any]) -> tuple[list[Job], Deliverer]:

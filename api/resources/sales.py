@@ -15,7 +15,7 @@ from api.auth import current_principal, require
 from api.context import client_address_hash
 from api.errors import problem_of
 from api.extensions import db
-from api.limits import spend_more
+from api.limits import spend_units
 from api.metrics import record_sale
 from api.run_once import CREATED, REPLAYED, run_once
 from api.schemas.sales import (
@@ -144,7 +144,7 @@ class PurchaseBatch(MethodView):
         cover them all.
         """
         items = body["purchases"]
-        refused = spend_more(len(items) - 1)  # the limiter spent the first unit
+        refused = spend_units(len(items) - 1)  # the first unit was spent before the view
         if refused is not None:
             return refused
         storefront_id = current_principal().owner_id
