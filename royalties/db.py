@@ -4,7 +4,8 @@
   on SQLite and PostgreSQL alike.
 - Timestamps are stored as naive UTC and always handed out timezone-aware (UTC).
 - SQLite gets foreign keys on, WAL and a busy timeout, so the embedded default behaves
-  like a real database under a few concurrent writers.
+  like a real database under a few concurrent writers. Its transactions take the write
+  lock up front, except a read that opens a request (``first_read``).
 - A server database's pooled connection is pinged before reuse only when it sat idle
   (see ``make_engine``).
 - Advisory locks are made one way (``advisory_lock``): a name of string parts, hashed in
@@ -19,7 +20,8 @@ import hashlib
 import json
 import os
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
 from typing import Any, cast
@@ -182,8 +184,34 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+# The execution option that makes a SQLite transaction begin without the write lock.
+_READ_ONLY = "royalties_read_only"
+
+
 def _sqlite_on_begin(conn: Any) -> None:
-    conn.exec_driver_sql("BEGIN IMMEDIATE")
+    read_only = conn.get_execution_options().get(_READ_ONLY, False)
+    conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+
+
+@contextmanager
+def first_read(session: Session) -> Iterator[Connection]:
+    """A connection for a read that comes before a request's work, such as the API key's
+    lookup; the work's own transaction begins after it.
+
+    On SQLite, when the session has no transaction yet, the read gets one of its own that
+    takes no write lock (``BEGIN DEFERRED``; in WAL mode readers never wait) and ends on
+    leaving the block. Every other SQLite transaction takes the write lock up front, so
+    a lookup in the request's transaction would hold the lock from the first line of the
+    request to its commit, parsing and validating included, and the workers would take
+    turns for whole requests. Elsewhere (PostgreSQL has no such lock) this is the
+    session's own connection: the read is the first statement of its transaction."""
+    if session.in_transaction() or session.get_bind().dialect.name != "sqlite":
+        yield session.connection()
+        return
+    try:
+        yield session.connection(execution_options={_READ_ONLY: True})
+    finally:
+        session.rollback()  # the read's own transaction, which wrote nothing
 
 
 def insert_or_ignore(session: Session | str, table: Any) -> Any:

@@ -19,7 +19,7 @@ from typing import Any, cast
 from sqlalchemy import CursorResult, bindparam, select, update
 from sqlalchemy.orm import Session
 
-from royalties.db import utcnow
+from royalties.db import first_read, utcnow
 from royalties.ids import new_id, random_token
 from royalties.models import ApiKey
 from royalties.models.accounts import ROLES
@@ -100,7 +100,8 @@ def authenticate(session: Session, plain: str) -> Principal | None:
     """The principal for ``plain``, or None for an unknown, revoked or malformed key."""
     if not well_formed(plain):
         return None
-    row = session.connection().execute(_BY_HASH, {"key_hash": hash_key(plain)}).first()
+    with first_read(session) as conn:
+        row = conn.execute(_BY_HASH, {"key_hash": hash_key(plain)}).first()
     if row is None:
         return None
     return Principal(key_id=row.id, role=row.role, owner_id=row.owner_id)
