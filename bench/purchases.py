@@ -430,6 +430,18 @@ def proc_cpu(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / CLK_TCK
 
 
+def proc_written(pid: int) -> int:
+    """Bytes one process has passed to write() and the like (``wchar``: for SQLite, the
+    WAL frames and checkpoints its transactions cause); 0 if it is gone."""
+    try:
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("wchar:"):
+                return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
 def child_pids(pid: int) -> list[int]:
     pids: list[int] = []
     with contextlib.suppress(OSError):
@@ -855,10 +867,12 @@ def load_phase(
     spies = start_py_spy(spy, db.name, workers, args.seconds)
     pids = workers + db.backend_pids()
     cpu0: dict[int, float] = {}
+    written0: dict[int, int] = {}
     machine0: list[float] = []
 
     def sample() -> None:  # at the moment the clients start
         cpu0.update({pid: proc_cpu(pid) for pid in pids})
+        written0.update({pid: proc_written(pid) for pid in pids})
         machine0[:] = machine_busy()
 
     result, wall = run_load(
@@ -868,6 +882,7 @@ def load_phase(
     backends = db.backend_pids()
     server_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in workers)
     db_cpu = sum(proc_cpu(p) - cpu0.get(p, 0.0) for p in backends)
+    written = sum(proc_written(p) - written0.get(p, 0) for p in workers + backends)
     for process in spies:
         process.wait()
     lat = sorted(result.latencies)
@@ -898,6 +913,8 @@ def load_phase(
         per = f"; postgres {db_cpu / result.ok * 1000:.2f} ms" if db_part else ""
         one = things.removesuffix("s")
         out(f"      CPU per {one}: gunicorn {server_cpu / result.ok * 1000:.2f} ms{per}")
+        where = "gunicorn and postgres backends" if db_part else "gunicorn"
+        out(f"      written per {one} ({where}): {written / result.ok / 1024:.1f} KiB")
     return phase
 
 
@@ -1012,7 +1029,8 @@ def start_py_spy(
     """Optionally sample each gunicorn worker for the measured run (collapsed stacks)."""
     if not prefix:
         return []
-    flags = ["--duration", str(int(seconds + 1)), "--rate", "200", "--nonblocking", "--format"]
+    flags = ["--duration", str(int(seconds + 1)), "--rate", "200", "--nonblocking", "--idle"]
+    flags += ["--format"]  # --idle: time spent waiting (for a lock, the database) shows too
     return [
         subprocess.Popen(
             [
