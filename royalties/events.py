@@ -29,7 +29,7 @@ from typing import Any
 from sqlalchemy.orm import Session
 
 from royalties.db import insert_rows, table, utcnow
-from royalties.ids import new_id
+from royalties.ids import new_ordered_id
 from royalties.models.events import EVENT_TYPES, Event
 
 
@@ -71,7 +71,7 @@ def record_all(session: Session, events: Iterable[Pending], *, now: datetime | N
     for event in events:
         if event.type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event.type!r}")
-        event_id = new_id("evt")
+        event_id = new_ordered_id("evt")
         rows.append(
             {
                 "id": event_id,

@@ -46,7 +46,7 @@ from royalties.db import table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.fraud import at_purchase
 from royalties.fraud.signals import carries_active_signal
-from royalties.ids import new_id, random_token
+from royalties.ids import new_ordered_id, random_token
 from royalties.ledger import AccountKind
 from royalties.models import (
     Content,
@@ -175,7 +175,7 @@ def record_purchase(
         chain = influence_chain(level1, [fan.fan_id for fan in upline[1:]], len(rates))
         split = split_sale(amount, rates, chain, buyer_id, fee_bps)
 
-        purchase_id = new_id("pur")
+        purchase_id = new_ordered_id("pur")
         purchase = {
             "id": purchase_id,
             "storefront_id": storefront_id,
@@ -195,7 +195,7 @@ def record_purchase(
             "created_at": now,
         }
         conn.execute(_INSERT_PURCHASE, purchase)
-        reward_ids = [new_id("rwd") for _ in split.rewards]
+        reward_ids = [new_ordered_id("rwd") for _ in split.rewards]
         held = at_purchase.held_rewards(
             session,
             [

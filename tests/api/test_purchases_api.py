@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from datetime import timedelta
 
 import pytest
@@ -268,3 +269,24 @@ def test_replayed_keys_never_double_book(api, world):
     ledger_is_sound(api.session)
     counts = row_counts(api.session)
     assert counts["purchases"] == 1
+
+
+def test_the_ids_a_sale_writes_sort_in_the_order_sales_were_recorded(api, world):
+    """Purchases, rewards and events get ordered ids (royalties/ids.py), so their indexes
+    grow at one end; a later sale's ids sort after an earlier one's."""
+    from royalties.models import Event, Reward
+
+    _, shop, item = world
+    code = share(api, api.fan(), item["id"])
+    sales = []
+    for i in range(3):
+        sales.append(buy(api, shop, item, {"external_id": f"o{i}"}, share_code=code)["id"])
+        time.sleep(0.002)  # ids of one millisecond may sort either way
+    assert sales == sorted(sales)
+    rewards = api.session.scalars(
+        select(Reward.id).join(Purchase).order_by(Purchase.created_at, Reward.level)
+    ).all()
+    assert len(rewards) == 3 and rewards[0] < rewards[1] < rewards[2]
+    events = api.session.scalars(select(Event.id).order_by(Event.seq)).all()
+    assert len(events) >= 6
+    assert [e[:13] for e in events] == sorted(e[:13] for e in events)  # by millisecond
