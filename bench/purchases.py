@@ -12,6 +12,9 @@ For SQLite (a temp file) and PostgreSQL (a fresh database, dropped at the end) t
    answer checked to be a 302 to the storefront with ``ref=<code>``;
    and ``POST /v1/purchases/batch`` with batches of 500 from a few clients for the
    same time, each item of each answer checked the same way;
+   with ``--events-rounds N``, N more purchase phases with a server whose
+   ``royalties.events`` writes nothing (``bench/no_events/``) alternated with N with
+   the real one, on the same database: what writing the events costs (at most 10%);
 3. restarts gunicorn with ``bench/floor_app.py``, a Flask route that only has the bare
    driver write a purchase's rows (step 4), and loads it the same way: the floor that no
    implementation of the endpoint on this stack and machine can beat; and the click
@@ -61,6 +64,7 @@ PRICE, CURRENCY, LEVELS = 1999, "USD", 5
 TARGET_RPS, TARGET_P99_MS, TARGET_SHARE = 1000, 50.0, 0.40
 CLICK_TARGET_SHARE = 0.80  # issue 15: a click at >= 80% of a bare redirect
 TARGET_BATCH_RPS = 2000  # issue 15: purchases/s through batches of 500 on PostgreSQL
+EVENTS_MAX_COST = 0.10  # issue 14: writing the events costs purchases/s at most this
 # The server keeps its rate limiter on (it is on the hot path in production) with a
 # per-key budget the benchmark cannot exhaust; settings the app lacks are ignored.
 SERVER_ENV = {
@@ -762,15 +766,27 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+NO_EVENTS = Path(__file__).resolve().parent / "no_events"  # its sitecustomize writes none
+
+
 @contextlib.contextmanager
 def server(
-    db: Database, workers: int, extra: str, log: Path, floor_of: str = ""
+    db: Database,
+    workers: int,
+    extra: str,
+    log: Path,
+    floor_of: str = "",
+    *,
+    events: bool = True,
 ) -> Iterator[tuple[int, int]]:
     """``royalties serve`` (or gunicorn itself when ``extra`` flags are given); killed on
-    exit. With ``floor_of`` (a purchase id), the floor app copying that purchase instead."""
+    exit. With ``floor_of`` (a purchase id), the floor app copying that purchase instead;
+    with ``events=False``, the app with ``royalties.events`` writing nothing."""
     port = free_port()
     bind = f"127.0.0.1:{port}"
     env = {**SERVER_ENV, **os.environ, "DATABASE_URL": db.url}
+    if not events:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(NO_EVENTS), env.get("PYTHONPATH")]))
     # The command ``royalties serve`` runs (api/cli.py), but for the flags and the app.
     cmd = [sys.executable, "-m", "gunicorn", "--bind", bind, "--workers", str(workers)]
     cmd += ["--access-logfile", "-", *shlex.split(extra)]
@@ -835,6 +851,8 @@ class Figures:
     click_floor_rps: float = float("nan")
     click_floor_p99: float = float("nan")
     batch_rps: float = float("nan")
+    with_events: list[float] = field(default_factory=list)  # --events-rounds
+    without_events: list[float] = field(default_factory=list)
     checks: list[str] = field(default_factory=list)
     failed: str = ""
 
@@ -958,6 +976,7 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
             fig.batch_rps = batches.rps
             verdict, before = count_check(db, "batch", "201 items", batches.ok, before, out)
             fig.checks.append(verdict)
+        before = events_rounds(db, args, fx, logs, fig, before, out)
     recorded = scalar(db, "SELECT count(*) FROM clicks")
     verdict = "OK" if recorded == clicks.ok else "MISMATCH"
     out(f"check clicks: clicks in database {recorded} vs 302 answers {clicks.ok}: {verdict}")
@@ -993,6 +1012,29 @@ def bench_database(db: Database, args: argparse.Namespace, out: Callable[[str], 
     fig.checks.append(count_check(db, "raw", "commits", raw.done, before, out)[0])
     fig.checks.append(ledger_check(db, out))
     return fig
+
+
+def events_rounds(
+    db: Database,
+    args: argparse.Namespace,
+    fx: Fixture,
+    logs: Path,
+    fig: Figures,
+    before: int,
+    out: Callable[[str], None],
+) -> int:
+    """``--events-rounds`` pairs of purchase phases, alternating a server that writes no
+    events with the real one, on the same database: what the events cost (issue 14)."""
+    for n in range(args.events_rounds):
+        for events in (False, True):
+            log = logs / f"{db.name}-events-{n}-{events}.log"
+            label = "events   " if events else "no events"
+            with server(db, args.workers, args.gunicorn, log, events=events) as running:
+                phase = load_phase(db, args, fx, running, label, out)
+            (fig.with_events if events else fig.without_events).append(phase.rps)
+            verdict, before = count_check(db, label.strip(), "201 answers", phase.ok, before, out)
+            fig.checks.append(verdict)
+    return before
 
 
 def ledger_check(db: Database, out: Callable[[str], None]) -> str:
@@ -1067,6 +1109,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--batch-clients", type=int, default=4, help="clients sending batches")
     parser.add_argument("--batch-size", type=int, default=500, help="purchases per batch")
     parser.add_argument("--no-batch", action="store_true", help="skip the batch phase")
+    parser.add_argument(
+        "--events-rounds",
+        type=int,
+        default=0,
+        metavar="N",
+        help="N more purchase phases without events and N with, alternated: their cost",
+    )
     parser.add_argument(
         "--client-procs", type=int, default=2, help="processes the HTTP clients are spread over"
     )
@@ -1163,6 +1212,24 @@ def print_table(
                 f"{share:.0%}{mark(share == share, share >= CLICK_TARGET_SHARE)}",
             ))  # fmt: skip
     _table(clicks, out)
+    rounds = [f for f in figures if f.with_events and not f.failed]
+    if rounds:
+        out(
+            f"\nevents' cost on the purchase path (--events-rounds {args.events_rounds}, "
+            f"alternated, purchases/s): target <= {EVENTS_MAX_COST:.0%}"
+        )
+        cost = [("database", "without events", "with events", "cost")]
+        for f in rounds:
+            without = sum(f.without_events) / len(f.without_events)
+            with_ = sum(f.with_events) / len(f.with_events)
+            share = 1 - with_ / without
+            cost.append((
+                f.name,
+                f"{', '.join(f'{r:.0f}' for r in f.without_events)} (mean {without:.0f})",
+                f"{', '.join(f'{r:.0f}' for r in f.with_events)} (mean {with_:.0f})",
+                f"{share:.1%}{mark(True, share <= EVENTS_MAX_COST)}",
+            ))  # fmt: skip
+        _table(cost, out)
 
 
 def _table(rows: list[tuple[str, ...]], out: Callable[[str], None]) -> None:

@@ -1,0 +1,17 @@
+"""The benchmark's "without events" server only (``bench/purchases.py --events-rounds``
+puts this directory on its PYTHONPATH): ``royalties.events`` writes nothing, so the
+bench can show what writing the events costs the purchase path (issue 14: at most 10%).
+Nothing in the product imports this, and no setting turns events off."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import royalties.events
+
+
+def _write_nothing(_session: Any, events: Any, *, now: Any = None) -> int:
+    return len(list(events))
+
+
+royalties.events.record_all = _write_nothing  # record() calls it too
