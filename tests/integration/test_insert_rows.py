@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta, timezone
+
 import pytest
-from sqlalchemy import insert, select
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy import insert, select, text
+from sqlalchemy.exc import IntegrityError, StatementError
 
 from royalties.db import insert_rows, table, utcnow
 from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction, Purchase
+from royalties.models.events import Event
 
 BIG = 10**12 * 9  # far beyond 32 bits: JSON must carry it exactly
 
@@ -72,9 +75,7 @@ def test_nothing_to_insert_is_no_statement(session):
     assert stored(session) == []
 
 
-def test_columns_json_cannot_carry_exactly_are_refused(session):
-    if session.get_bind().dialect.name != "postgresql":
-        pytest.skip("only the PostgreSQL path goes through JSON")
+def test_columns_it_cannot_carry_exactly_are_refused(session):
     with pytest.raises(TypeError, match="chain"):
         insert_rows(session.connection(), table(Purchase), [{"id": "p", "chain": None}])
 
@@ -94,4 +95,39 @@ def test_utc_timestamps_and_booleans_come_back_exactly(session):
         select(Event.id, Event.created_at, Event.fanned_out).order_by(Event.seq)
     ).all()
     assert got == [(r["id"], r["created_at"].astimezone(UTC), r["fanned_out"]) for r in rows]
+    session.rollback()
+
+
+def test_timestamps_and_defaults_are_stored_as_sqlalchemys_own_insert_stores_them(session):
+    """The same row through insert_rows and through SQLAlchemy's INSERT: the same stored
+    values, to the text of the timestamp (SQLite keeps timestamps as text), a whole
+    second included; a column left out gets its Python default either way."""
+    conn = session.connection()
+    whole_second = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+    in_paris = datetime(2026, 3, 1, 13, 0, 0, 250, tzinfo=timezone(timedelta(hours=1)))
+    for n, at in enumerate((whole_second, in_paris)):
+        row = {"kind": "k", "ref": f"mine-{n}", "currency": "USD", "created_at": at}
+        insert_rows(conn, table(LedgerTransaction), [row])
+        conn.execute(insert(table(LedgerTransaction)), {**row, "ref": f"theirs-{n}"})
+    got = conn.execute(
+        text("SELECT ref, memo, CAST(created_at AS TEXT) FROM ledger_transactions ORDER BY id")
+    ).all()
+    mine = [(memo, at) for ref, memo, at in got if ref.startswith("mine")]
+    theirs = [(memo, at) for ref, memo, at in got if ref.startswith("theirs")]
+    assert mine == theirs and mine[0][0] == ""
+    stamps = session.scalars(select(LedgerTransaction.created_at).order_by(LedgerTransaction.id))
+    assert list(stamps) == [whole_second, whole_second, in_paris, in_paris]
+
+    before = utcnow()
+    event = {"id": "evt_x", "type": "fan.enrolled", "body": "{}"}  # created_at, fanned_out
+    insert_rows(conn, table(Event), [event])
+    stored = session.execute(select(Event.created_at, Event.fanned_out)).one()
+    assert stored.fanned_out is False and before <= stored.created_at <= utcnow()
+    session.rollback()
+
+
+def test_a_naive_timestamp_is_refused(session):
+    row = {"kind": "k", "ref": "r", "currency": "USD", "created_at": datetime(2026, 1, 1)}
+    with pytest.raises((ValueError, StatementError), match="naive"):
+        insert_rows(session.connection(), table(LedgerTransaction), [row])
     session.rollback()
