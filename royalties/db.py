@@ -76,11 +76,7 @@ class UTCDateTime(TypeDecorator[datetime]):
     cache_ok = True
 
     def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
-        if value is None:
-            return None
-        if value.tzinfo is None:
-            raise ValueError("naive datetime given to a UTC column")
-        return value.astimezone(UTC).replace(tzinfo=None)
+        return naive_utc(value)
 
     def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
         return None if value is None else value.replace(tzinfo=UTC)
@@ -88,6 +84,16 @@ class UTCDateTime(TypeDecorator[datetime]):
 
 class Base(DeclarativeBase):
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def naive_utc(value: datetime | None) -> datetime | None:
+    """A timezone-aware timestamp as a UTC column stores it: naive UTC. A naive one is
+    refused: which zone it meant is unknown."""
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        raise ValueError("naive datetime given to a UTC column")
+    return value.astimezone(UTC).replace(tzinfo=None)
 
 
 def utcnow() -> datetime:
@@ -272,7 +278,8 @@ def _rows_insert(dialect: str, table: Table, or_ignore: bool) -> Any:
 
 
 def _check_columns(table: Table, columns: Sequence[str]) -> None:
-    for name in columns:  # JSON carries these exactly (timestamps as text); a float it would not
+    # The types both paths carry exactly (JSON: timestamps as text); a float JSON would not.
+    for name in columns:
         if not isinstance(table.c[name].type, String | Integer | Boolean | UTCDateTime):
             raise TypeError(f"insert_rows cannot carry {table.name}.{name}")
 
@@ -292,12 +299,8 @@ def _python_defaults(table: Table, columns: Sequence[str]) -> dict[str, Any]:
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
     """A UTC timestamp as SQLAlchemy's SQLite ``DATETIME`` stores it (naive UTC text)."""
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    value = value.astimezone(UTC)
-    return f"{value:%Y-%m-%d %H:%M:%S}.{value.microsecond:06d}"
+    naive = naive_utc(value)
+    return None if naive is None else f"{naive:%Y-%m-%d %H:%M:%S}.{naive.microsecond:06d}"
 
 
 @lru_cache(maxsize=64)
@@ -342,11 +345,8 @@ def _timestamp_columns(table: Table, columns: tuple[str, ...]) -> tuple[str, ...
 
 
 def _naive_utc_text(value: datetime | None) -> str | None:
-    if value is None:
-        return None
-    if value.tzinfo is None:
-        raise ValueError("naive datetime given to a UTC column")
-    return value.astimezone(UTC).replace(tzinfo=None).isoformat()
+    naive = naive_utc(value)
+    return None if naive is None else naive.isoformat()
 
 
 @lru_cache(maxsize=64)

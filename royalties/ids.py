@@ -38,8 +38,6 @@ def new_id(prefix: str) -> str:
 
 
 _TIME_CHARS = 9  # 45 bits of milliseconds: until the year 3084
-
-
 _last_stamp = (-1, "")  # (millisecond, its characters): one sale makes a dozen ids in one
 
 
@@ -58,5 +56,6 @@ def new_ordered_id(prefix: str) -> str:
 
 
 def looks_like_id(value: str) -> bool:
-    """True when ``value`` has the shape of an id made by :func:`new_id`."""
+    """True when ``value`` has the shape of an id made by :func:`new_id` (or
+    :func:`new_ordered_id`: the same shape)."""
     return bool(_ID_RE.fullmatch(value))

@@ -9,7 +9,7 @@ import pytest
 from sqlalchemy import func, select
 
 from royalties.db import utcnow
-from royalties.models import Purchase
+from royalties.models import Event, Purchase, Reward
 from tests.helpers import buy, ledger_is_sound, new_key, refund, row_counts, share
 
 
@@ -274,8 +274,6 @@ def test_replayed_keys_never_double_book(api, world):
 def test_the_ids_a_sale_writes_sort_in_the_order_sales_were_recorded(api, world):
     """Purchases, rewards and events get ordered ids (royalties/ids.py), so their indexes
     grow at one end; a later sale's ids sort after an earlier one's."""
-    from royalties.models import Event, Reward
-
     _, shop, item = world
     code = share(api, api.fan(), item["id"])
     sales = []
