@@ -502,18 +502,26 @@ class SqliteDatabase(Database):
         self.url = f"sqlite:///{self.path}"
 
     def connect(self) -> Any:
-        # The same pragmas as royalties.db.make_engine gives every SQLite connection.
-        conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        # The same pragmas as royalties.db.make_engine gives every SQLite connection, and
+        # the same writer queue: a floor without it would wait in SQLite's busy handler.
+        from royalties.writer_queue import QueuedConnection, queue_for
+
+        conn = sqlite3.connect(
+            self.path, timeout=30, isolation_level=None, factory=QueuedConnection
+        )
+        conn.writer_queue = queue_for(self.path)
         for pragma in ("foreign_keys=ON", "journal_mode=WAL", "synchronous=NORMAL"):
             conn.execute(f"PRAGMA {pragma}")
         conn.execute("PRAGMA busy_timeout=30000")
         return conn
 
     def begin(self, conn: Any) -> None:
-        conn.execute("BEGIN IMMEDIATE")
+        from royalties.writer_queue import begin_write
+
+        begin_write(conn, conn.execute)
 
     def drop(self) -> None:
-        for suffix in ("", "-wal", "-shm"):
+        for suffix in ("", "-wal", "-shm", "-writers"):
             with contextlib.suppress(OSError):
                 os.unlink(self.path + suffix)
         with contextlib.suppress(OSError):

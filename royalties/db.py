@@ -5,7 +5,8 @@
 - Timestamps are stored as naive UTC and always handed out timezone-aware (UTC).
 - SQLite gets foreign keys on, WAL and a busy timeout, so the embedded default behaves
   like a real database under a few concurrent writers. Its transactions take the write
-  lock up front, except a read that opens a request (``first_read``).
+  lock up front, except a read that opens a request (``first_read``), and its writers
+  wait for that lock in a queue (``royalties.writer_queue``).
 - A server database's pooled connection is pinged before reuse only when it sat idle
   (see ``make_engine``).
 - Advisory locks are made one way (``advisory_lock``): a name of string parts, hashed in
@@ -19,6 +20,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import sqlite3
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -48,10 +50,12 @@ from sqlalchemy import (
     select,
 )
 from sqlalchemy.engine import Dialect, Engine
-from sqlalchemy.exc import DisconnectionError
+from sqlalchemy.exc import DisconnectionError, OperationalError
 from sqlalchemy.orm import DeclarativeBase, Session, sessionmaker
 from sqlalchemy.pool import ConnectionPoolEntry
 from sqlalchemy.types import TypeDecorator
+
+from royalties.writer_queue import QueuedConnection, begin_write, queue_for
 
 DEFAULT_DATABASE_URL = "sqlite:///royalties.db"
 
@@ -138,7 +142,10 @@ def make_engine(
     url = database_url(url)
     kwargs.setdefault("hide_parameters", True)
     if is_sqlite(url):
-        kwargs.setdefault("connect_args", {"timeout": 30, "check_same_thread": False})
+        connect_args = kwargs.setdefault("connect_args", {})
+        connect_args.setdefault("timeout", SQLITE_BUSY_SECONDS)
+        connect_args.setdefault("check_same_thread", False)
+        connect_args.setdefault("factory", QueuedConnection)
         if ":memory:" in url or url in ("sqlite://", "sqlite:///"):
             raise ValueError("use a SQLite file, not :memory: (migrations and sessions share it)")
         # Pooled (SQLAlchemy's default for a file): opening a connection and setting its
@@ -149,7 +156,8 @@ def make_engine(
         kwargs.setdefault("max_overflow", 20)
     engine = create_engine(url, **kwargs)
     if is_sqlite(url):
-        event.listen(engine, "connect", _sqlite_on_connect)
+        on_connect = _sqlite_on_connect(engine.url.database, connect_args["timeout"])
+        event.listen(engine, "connect", on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
     elif not kwargs.get("pool_pre_ping"):
         event.listen(engine, "checkin", _stamp_checkin)
@@ -178,16 +186,29 @@ def _ping_if_idle(dialect: Dialect, idle_seconds: float) -> Any:
     return ping
 
 
-def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
-    # Let SQLAlchemy emit BEGIN itself (see _sqlite_on_begin) so that transactions
-    # take the write lock up front: no deadlock-prone read-then-upgrade.
-    dbapi_connection.isolation_level = None
-    cursor = dbapi_connection.cursor()
-    cursor.execute("PRAGMA foreign_keys=ON")
-    cursor.execute("PRAGMA journal_mode=WAL")
-    cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute("PRAGMA busy_timeout=30000")
-    cursor.close()
+# How long a SQLite writer waits for the write lock before "database is locked"
+# (connect_args' "timeout" sets it per engine).
+SQLITE_BUSY_SECONDS = 30
+
+
+def _sqlite_on_connect(database: str | None, busy_seconds: float) -> Any:
+    queue = queue_for(database) if database else None
+
+    def on_connect(dbapi_connection: Any, _record: Any) -> None:
+        # Let SQLAlchemy emit BEGIN itself (see _sqlite_on_begin) so that transactions
+        # take the write lock up front: no deadlock-prone read-then-upgrade.
+        dbapi_connection.isolation_level = None
+        if isinstance(dbapi_connection, QueuedConnection):
+            dbapi_connection.writer_queue = queue
+            dbapi_connection.writer_timeout = busy_seconds
+        cursor = dbapi_connection.cursor()
+        cursor.execute("PRAGMA foreign_keys=ON")
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+        cursor.execute(f"PRAGMA busy_timeout={int(busy_seconds * 1000)}")
+        cursor.close()
+
+    return on_connect
 
 
 # The execution option that makes a SQLite transaction begin without the write lock.
@@ -195,8 +216,15 @@ _READ_ONLY = "royalties_read_only"
 
 
 def _sqlite_on_begin(conn: Any) -> None:
-    read_only = conn.get_execution_options().get(_READ_ONLY, False)
-    conn.exec_driver_sql("BEGIN DEFERRED" if read_only else "BEGIN IMMEDIATE")
+    if conn.get_execution_options().get(_READ_ONLY, False):
+        conn.exec_driver_sql("BEGIN DEFERRED")
+        return
+    # Wait for the writers ahead in the queue (royalties.writer_queue), not in SQLite's
+    # busy handler, which sleeps on for milliseconds after the lock is free.
+    try:
+        begin_write(conn.connection.dbapi_connection, conn.exec_driver_sql)
+    except sqlite3.OperationalError as exc:  # waited the busy timeout: as SQLite would fail
+        raise OperationalError("BEGIN IMMEDIATE", None, exc) from exc
 
 
 @contextmanager
