@@ -49,6 +49,7 @@ class Pending:
     type: str
     data: Mapping[str, Any]
     whose: Whose
+    at: datetime | None = None  # when it happened, if not when it is written
 
 
 def _jsonable(value: Any) -> str:
@@ -64,20 +65,21 @@ def body(event_id: str, type_: str, created_at: datetime, data: Mapping[str, Any
 
 
 def record_all(session: Session, events: Iterable[Pending], *, now: datetime | None = None) -> int:
-    """Write these events in the session's transaction, in order, in one statement.
-    Does not commit. Returns how many were written."""
+    """Write these events in the session's transaction, in order, in one statement, each
+    at its ``at`` or else ``now``. Does not commit. Returns how many were written."""
     now = now or utcnow()
     rows = []
     for event in events:
         if event.type not in EVENT_TYPES:
             raise ValueError(f"unknown event type {event.type!r}")
         event_id = new_ordered_id("evt")
+        at = event.at or now
         rows.append(
             {
                 "id": event_id,
                 "type": event.type,
-                "created_at": now,
-                "body": body(event_id, event.type, now, event.data),
+                "created_at": at,
+                "body": body(event_id, event.type, at, event.data),
                 "storefront_id": event.whose.storefront_id,
                 "artist_id": event.whose.artist_id,
                 "fan_id": event.whose.fan_id,

@@ -18,13 +18,16 @@ upline that a concurrent re-root is rewriting. SQLite serialises writers anyway.
 
 from __future__ import annotations
 
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import Select, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from royalties import events
-from royalties.db import advisory_lock
+from royalties.db import advisory_lock, insert_rows, table
 from royalties.errors import Conflict, GraphError, NotFound
 from royalties.ids import new_id
 from royalties.models import Fan, FanAncestor
@@ -136,8 +139,18 @@ def _enrolled(
     storefront_id: str | None,
     events_out: list[events.Pending] | None,
 ) -> None:
-    """The ``fan.enrolled`` event: the fan as ``GET /v1/fans/{id}`` shows it (a new fan
-    has no one below it yet: zero at every level)."""
+    event = enrolled_event(fan, storefront_id)
+    if events_out is None:
+        events.record_all(session, [event])
+    else:
+        events_out.append(event)
+
+
+def enrolled_event(fan: Any, storefront_id: str | None) -> events.Pending:
+    """The ``fan.enrolled`` event of a new fan (a Fan, or a row with its attributes), seen
+    by ``storefront_id`` (the storefront whose sale brought the buyer in) and by admins:
+    the fan as ``GET /v1/fans/{id}`` shows it (a new fan has no one below it yet: zero
+    at every level)."""
     data: dict[str, Any] = {
         "id": fan.id,
         "handle": fan.handle,
@@ -147,11 +160,80 @@ def _enrolled(
         "notifications": fan.notify_email is not False,  # on until the fan says otherwise
         "downline": [{"level": level, "count": 0} for level in range(1, MAX_DEPTH + 1)],
     }
-    event = events.Pending("fan.enrolled", data, events.Whose(storefront_id=storefront_id))
-    if events_out is None:
-        events.record_all(session, [event])
-    else:
-        events_out.append(event)
+    return events.Pending("fan.enrolled", data, events.Whose(storefront_id=storefront_id))
+
+
+@dataclass(frozen=True)
+class Sponsor:
+    """What a new fan copies from its sponsor: the tree and the upline."""
+
+    id: str
+    root_id: str
+    upline: tuple[str, ...]  # the sponsor's own ancestors, nearest first, to MAX_DEPTH - 1
+
+
+def sponsors(session: Session, fan_ids: Collection[str]) -> dict[str, Sponsor]:
+    """These fans as sponsors of new fans, in two indexed reads whatever their number;
+    an id that names no fan is left out. Take the graph's shared lock first
+    (``lock_for_new_fans``)."""
+    if not fan_ids:
+        return {}
+    roots = dict(session.execute(select(Fan.id, Fan.root_id).where(Fan.id.in_(fan_ids))).all())
+    above: dict[str, list[str]] = {fan_id: [] for fan_id in roots}
+    for fan_id, _depth, ancestor in session.execute(
+        select(FanAncestor.fan_id, FanAncestor.depth, FanAncestor.ancestor_id)
+        .where(FanAncestor.fan_id.in_(list(roots)), FanAncestor.depth <= MAX_DEPTH - 1)
+        .order_by(FanAncestor.fan_id, FanAncestor.depth)
+    ):
+        above[fan_id].append(ancestor)
+    return {fan_id: Sponsor(fan_id, roots[fan_id], tuple(above[fan_id])) for fan_id in roots}
+
+
+def lock_for_new_fans(session: Session) -> None:
+    """The lock ``create_fan`` takes before it copies a sponsor's upline (shared: new
+    fans do not wait for each other, only for a re-root)."""
+    _lock(session, exclusive=False)
+
+
+def new_fan_row(
+    *,
+    handle: str,
+    email: str | None,
+    sponsor: Sponsor | None,
+    storefront_id: str | None,
+    external_id: str | None,
+    now: datetime,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """A new fan's ``fans`` row and ``fan_ancestors`` rows, for ``insert_fans``: what
+    ``create_fan`` writes, where the caller has checked what it checks (handle and
+    email free, the sponsor read with ``sponsors``)."""
+    fan_id = new_id("fan")
+    row = {
+        "id": fan_id,
+        "handle": handle,
+        "email": normalize_email(email),
+        "sponsor_id": sponsor.id if sponsor else None,
+        "root_id": sponsor.root_id if sponsor else fan_id,
+        "storefront_id": storefront_id,
+        "external_id": external_id,
+        "created_at": now,
+    }
+    closure = []
+    if sponsor is not None:
+        closure = [
+            {"fan_id": fan_id, "ancestor_id": ancestor, "depth": depth}
+            for depth, ancestor in enumerate((sponsor.id, *sponsor.upline), start=1)
+        ]
+    return row, closure
+
+
+def insert_fans(
+    session: Session, rows: Sequence[Mapping[str, Any]], closure: Sequence[Mapping[str, Any]]
+) -> None:
+    """Write new fans made by ``new_fan_row`` (two statements). Does not commit."""
+    conn = session.connection()
+    insert_rows(conn, table(Fan), rows)
+    insert_rows(conn, table(FanAncestor), closure)
 
 
 def assign_sponsor(session: Session, fan_id: str, sponsor_id: str, *, strict: bool = True) -> bool:

@@ -25,16 +25,28 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
 from typing import Any
 
-from sqlalchemy import BigInteger, Select, and_, bindparam, delete, literal, select
+from sqlalchemy import (
+    BigInteger,
+    Connection,
+    Select,
+    and_,
+    bindparam,
+    delete,
+    literal,
+    select,
+    text,
+)
 from sqlalchemy.orm import Session
 
 from royalties.db import advisory_lock_sql, insert_or_ignore, lock_key, table, utcnow
 from royalties.errors import (
+    IdempotencyError,
     IdempotencyInFlight,
     IdempotencyKeyMissing,
     IdempotencyKeyReused,
@@ -96,9 +108,77 @@ def claim(
     conn = session.connection()
     params = {"client_id": client_id, "key": key, "lock": lock_key("idempotency", client_id, key)}
     row = conn.execute(_lookup(conn.dialect.name), params).one()
-    if not row.free:
+    return _decide(conn, row, row.free, client_id, key, scope, request_hash, now)
+
+
+def claim_many(
+    session: Session,
+    *,
+    client_id: str,
+    requests: Sequence[tuple[str, str, str]],
+    now: datetime | None = None,
+) -> list[Replay | Claim | IdempotencyError]:
+    """``claim`` for several ``(key, scope, request_hash)`` at once, in two statements
+    whatever their number (a batch of sales): for each, in order, the claim, the
+    replay, or the error ``claim`` would have raised. The keys must differ from each
+    other. Does not commit."""
+    now = now or utcnow()
+    decided: list[Replay | Claim | IdempotencyError | None] = [None] * len(requests)
+    keys: dict[str, int] = {}  # key -> its request's place
+    for place, (key, _scope, _hash) in enumerate(requests):
+        if key in keys:
+            raise ValueError(f"claim_many: the key {key!r} is given twice")
+        try:
+            keys[check_key(key)] = place
+        except IdempotencyError as error:
+            decided[place] = error
+    conn = session.connection()
+    record = table(IdempotencyRecord)
+    rows = {
+        row.key: row
+        for row in conn.execute(
+            select(record).where(record.c.client_id == client_id, record.c.key.in_(list(keys)))
+        )
+    }
+    free = dict.fromkeys(keys, True)
+    if conn.dialect.name == "postgresql" and keys:
+        # The same locks as ``claim`` takes, in one statement; SQLite holds the write lock.
+        ordered = list(keys)
+        locks = [lock_key("idempotency", client_id, key) for key in ordered]
+        taken = conn.execute(_TRY_LOCKS, {"locks": locks}).scalars().all()
+        free = dict(zip(ordered, taken, strict=True))
+    for key, place in keys.items():
+        _key, scope, request_hash = requests[place]
+        try:
+            decided[place] = _decide(
+                conn, rows.get(key), free[key], client_id, key, scope, request_hash, now
+            )
+        except IdempotencyError as error:
+            decided[place] = error
+    return [outcome for outcome in decided if outcome is not None]
+
+
+_TRY_LOCKS = text(
+    "SELECT pg_try_advisory_xact_lock(lock) FROM unnest(CAST(:locks AS BIGINT[]))"
+    " WITH ORDINALITY AS t(lock, place) ORDER BY place"
+)
+
+
+def _decide(
+    conn: Connection,
+    row: Any,
+    free: bool,
+    client_id: str,
+    key: str,
+    scope: str,
+    request_hash: str,
+    now: datetime,
+) -> Replay | Claim:
+    """What a key's record (``row``, None or all-NULL when there is none) and its lock
+    say about this request: run it (a ``Claim``), replay, or an error."""
+    if not free:
         raise IdempotencyInFlight(_IN_FLIGHT)
-    if row.id is not None:
+    if row is not None and row.id is not None:
         if row.scope != scope or row.request_hash != request_hash:
             raise IdempotencyKeyReused(
                 "this Idempotency-Key was used with a different request; use a new key"
@@ -148,20 +228,31 @@ def complete(session: Session, claim: Claim, body: dict[str, Any]) -> None:
     transaction, last thing before its commit (does not commit). Raises
     ``IdempotencyInFlight`` if a duplicate committed first; the caller's transaction
     must then roll back."""
+    complete_all(session, [(claim, body)])
+
+
+def complete_all(session: Session, results: Sequence[tuple[Claim, dict[str, Any]]]) -> None:
+    """``complete`` for several claims in one statement; ``IdempotencyInFlight`` when
+    any of them was processed meanwhile (then none may be kept: roll back)."""
+    if not results:
+        return
     conn = session.connection()
     stored = conn.execute(
         _record(conn.dialect.name),
-        {
-            "client_id": claim.client_id,
-            "key": claim.key,
-            "scope": claim.scope,
-            "request_hash": claim.request_hash,
-            "state": "done",
-            "response_body": body,
-            "created_at": claim.created_at,
-        },
-    ).first()
-    if stored is None:
+        [
+            {
+                "client_id": claim.client_id,
+                "key": claim.key,
+                "scope": claim.scope,
+                "request_hash": claim.request_hash,
+                "state": "done",
+                "response_body": body,
+                "created_at": claim.created_at,
+            }
+            for claim, body in results
+        ],
+    ).all()
+    if len(stored) != len(results):
         raise IdempotencyInFlight("a request with this Idempotency-Key was processed meanwhile")
 
 

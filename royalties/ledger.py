@@ -2,7 +2,8 @@
 
 Design (see ``royalties.models.ledger`` for the tables):
 
-- ``post()`` is the only way money moves. It refuses, before anything is flushed, a
+- ``post()`` (or ``post_many()`` for several transactions at once) is the only way
+  money moves. It refuses, before anything is flushed, a
   transaction that is empty, unbalanced, holds a non-integer amount or names an account
   kind that is not an ``AccountKind`` (the database's CHECK refuses it too); zero lines
   are dropped. Accounts are created on first use (deterministic ids, insert-or-ignore), so
@@ -16,7 +17,7 @@ Design (see ``royalties.models.ledger`` for the tables):
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -49,38 +50,46 @@ class Line:
     reward_id: str | None = None
 
 
-_INSERT_TRANSACTION = insert(table(LedgerTransaction)).returning(LedgerTransaction.id)
+@dataclass(frozen=True)
+class Posting:
+    """One balanced, single-currency transaction to post."""
+
+    kind: str
+    ref: str
+    currency: str
+    lines: tuple[Line, ...]
+    memo: str = ""
+
+
+# Ids back in the order of the rows given, however the database batches the insert.
+_INSERT_TRANSACTIONS = insert(table(LedgerTransaction)).returning(
+    LedgerTransaction.id, sort_by_parameter_order=True
+)
 
 
 def post(
     session: Session, *, kind: str, ref: str, currency: str, lines: Iterable[Line], memo: str = ""
 ) -> int:
     """Post one balanced, single-currency transaction; returns its id. Does not commit."""
-    given = list(lines)
-    for line in given:  # zero lines too: a typo must not wait for a non-zero amount
-        if line.kind not in _KINDS:
-            raise LedgerError(
-                f"unknown ledger account kind {line.kind!r} in {kind}/{ref}; "
-                f"the kinds are {', '.join(_KINDS_LISTED)}"
-            )
-    lines = [line for line in given if line.amount != 0]
-    for line in lines:
-        if isinstance(line.amount, bool) or not isinstance(line.amount, int):
-            raise LedgerError(f"ledger amounts are integers, got {line.amount!r}")
-    if not lines:
-        raise LedgerError("a ledger transaction needs at least two non-zero entries")
-    total = sum(line.amount for line in lines)
-    if total != 0:
-        raise LedgerError(f"unbalanced ledger transaction {kind}/{ref}: off by {total}")
+    return post_many(session, [Posting(kind, ref, currency, tuple(lines), memo)])[0]
 
+
+def post_many(session: Session, postings: Sequence[Posting]) -> list[int]:
+    """Post these transactions, each checked as ``post`` checks one, in three statements
+    whatever their number (a batch of sales posts in one go); returns their ids, in
+    order. Nothing is written unless every one of them is sound. Does not commit."""
+    checked = [(posting, _checked_lines(posting)) for posting in postings]
+    if not checked:
+        return []
     # Sorted ids: concurrent posts create shared accounts in one order (no deadlock).
     accounts: dict[str, dict[str, object]] = {
-        account_id(line.kind, line.owner_id, currency): {
-            "id": account_id(line.kind, line.owner_id, currency),
+        account_id(line.kind, line.owner_id, posting.currency): {
+            "id": account_id(line.kind, line.owner_id, posting.currency),
             "kind": line.kind,
             "owner_id": line.owner_id,
-            "currency": currency,
+            "currency": posting.currency,
         }
+        for posting, lines in checked
         for line in lines
     }
     # Core statements on the session's connection: this is on every sale's hot path, and
@@ -91,31 +100,59 @@ def post(
     insert_rows(
         conn, table(LedgerAccount), [accounts[key] for key in sorted(accounts)], or_ignore=True
     )
-    txn_id: int = conn.execute(
-        _INSERT_TRANSACTION,
-        {
-            "kind": kind,
-            "ref": ref,
-            "currency": currency,
-            "memo": memo[:200],
-            "created_at": utcnow(),
-        },
-    ).scalar_one()
+    now = utcnow()
+    txn_ids: list[int] = list(
+        conn.execute(
+            _INSERT_TRANSACTIONS,
+            [
+                {
+                    "kind": posting.kind,
+                    "ref": posting.ref,
+                    "currency": posting.currency,
+                    "memo": posting.memo[:200],
+                    "created_at": now,
+                }
+                for posting, _lines in checked
+            ],
+        ).scalars()
+    )
     insert_rows(
         conn,
         table(LedgerEntry),
         [
             {
                 "transaction_id": txn_id,
-                "account_id": account_id(line.kind, line.owner_id, currency),
-                "currency": currency,
+                "account_id": account_id(line.kind, line.owner_id, posting.currency),
+                "currency": posting.currency,
                 "amount": line.amount,
                 "reward_id": line.reward_id,
             }
+            for txn_id, (posting, lines) in zip(txn_ids, checked, strict=True)
             for line in lines
         ],
     )
-    return txn_id
+    return txn_ids
+
+
+def _checked_lines(posting: Posting) -> list[Line]:
+    """The posting's non-zero lines, or LedgerError when it must not be posted."""
+    kind, ref = posting.kind, posting.ref
+    for line in posting.lines:  # zero lines too: a typo must not wait for a non-zero amount
+        if line.kind not in _KINDS:
+            raise LedgerError(
+                f"unknown ledger account kind {line.kind!r} in {kind}/{ref}; "
+                f"the kinds are {', '.join(_KINDS_LISTED)}"
+            )
+    lines = [line for line in posting.lines if line.amount != 0]
+    for line in lines:
+        if isinstance(line.amount, bool) or not isinstance(line.amount, int):
+            raise LedgerError(f"ledger amounts are integers, got {line.amount!r}")
+    if not lines:
+        raise LedgerError("a ledger transaction needs at least two non-zero entries")
+    total = sum(line.amount for line in lines)
+    if total != 0:
+        raise LedgerError(f"unbalanced ledger transaction {kind}/{ref}: off by {total}")
+    return lines
 
 
 @dataclass(frozen=True)

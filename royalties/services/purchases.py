@@ -7,12 +7,16 @@ Hot-path cost (``bench/purchases.py`` measures it): two indexed reads (content, 
 link and buyer in one; the upline with its fraud flags from the closure table in the
 other), then Core inserts on the session's connection; no graph walk, no ORM unit of
 work, no cached balance to lock.
+
+A sale is worked out whole before anything is written (``book``: its rows, posting,
+receipt and events), then written (``write_bookings``), so that a batch of sales
+(``purchase_batch``) goes through the same rules and writes many in one go.
 """
 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from functools import cache
 from types import SimpleNamespace
@@ -107,28 +111,6 @@ def receipt(
     }
 
 
-def _record_events(
-    session: Session,
-    pending: list[events.Pending],
-    body: dict[str, Any],
-    purchase: dict[str, Any],
-    reward_rows: list[dict[str, Any]],
-    held: Collection[str],
-    now: datetime,
-) -> None:
-    """The sale's events, in its transaction and in one statement: a new buyer's
-    (already in ``pending``), the purchase, each reward, each hold."""
-    sale = events.Whose(purchase["storefront_id"], purchase["artist_id"])
-    pending.append(events.Pending("purchase.recorded", body, sale))
-    for row in reward_rows:
-        data = rewards.view(SimpleNamespace(**row), purchase["content_id"])
-        whose = events.Whose(sale.storefront_id, sale.artist_id, row["fan_id"])
-        pending.append(events.Pending("reward.created", data, whose))
-        if row["id"] in held:
-            pending.append(events.Pending("reward.held", data, whose))
-    events.record_all(session, pending, now=now)
-
-
 def _unused_code(share_code: str | None, link_owner: str | None) -> list[str]:
     if share_code is None or link_owner is not None:
         return []
@@ -156,131 +138,243 @@ def record_purchase(
     now = now or utcnow()
     with unit_of_work(session):
         conn = session.connection()
-        sale = _sale_facts(conn, content_id, share_code, buyer, storefront_id)
-        if sale is None:
-            raise NotFound(f"content {content_id} does not exist")
-        amount = check_amount(amount)
-        if normalize_currency(currency) != sale.currency:
-            raise ValidationFailed(
-                f"this content is sold in {sale.currency}",
-                fields={"currency": [f"must be {sale.currency}, the content's currency"]},
-            )
-        if sale.plan_id is None:  # every artist gets version 1 at creation: a broken database
-            raise PlanError(f"artist {sale.artist_id} has no reward plan")
+        sale = SaleRequest(content_id, amount, currency, buyer, share_code, client_ip_hash)
+        facts, amount = checked_sale(
+            _sale_facts(conn, content_id, share_code, buyer, storefront_id), sale
+        )
         pending: list[events.Pending] = []  # the sale's events, written together at the end
-        buyer_id, buyer_sponsor, buyer_email = _buyer(session, sale, buyer, storefront_id, pending)
-        level1 = level_one(sale.link_owner, buyer_id, buyer_sponsor)
-        rates: list[int] = sale.level_rates_bps
-        upline = _upline(conn, level1, len(rates) - 1) if level1 else []
-        chain = influence_chain(level1, [fan.fan_id for fan in upline[1:]], len(rates))
-        split = split_sale(amount, rates, chain, buyer_id, fee_bps)
+        buyer_id, buyer_sponsor, buyer_email = _buyer(session, facts, buyer, storefront_id, pending)
+        level1 = level_one(facts.link_owner, buyer_id, buyer_sponsor)
+        depth = len(facts.level_rates_bps) - 1
+        upline = _upline(conn, level1, depth) if level1 else []
+        booking = book(
+            session,
+            facts,
+            sale,
+            storefront_id=storefront_id,
+            amount=amount,
+            buyer_id=buyer_id,
+            buyer_email=buyer_email,
+            level1=level1,
+            upline=upline,
+            fee_bps=fee_bps,
+            pending=pending,
+            claim=claim,
+            now=now,
+        )
+        write_bookings(session, [booking])
+        return booking.body
 
-        purchase_id = new_ordered_id("pur")
-        purchase = {
-            "id": purchase_id,
-            "storefront_id": storefront_id,
-            "content_id": content_id,
-            "artist_id": sale.artist_id,
-            "buyer_id": buyer_id,
-            "amount": amount,
-            "currency": sale.currency,
-            "artist_share": split.artist_share,
-            "fee": split.fee,
-            "plan_id": sale.plan_id,
-            "plan_version": sale.plan_version,
-            "share_code": share_code,
-            "chain": chain,
-            "refunded_amount": 0,
-            "client_ip_hash": client_ip_hash,
+
+@dataclass(frozen=True)
+class SaleRequest:
+    """One sale as a storefront reports it (``POST /v1/purchases``' body)."""
+
+    content_id: str
+    amount: int
+    currency: str
+    buyer: BuyerRef
+    share_code: str | None = None
+    client_ip_hash: str | None = None
+
+
+def checked_sale(facts: Row[Any] | None, sale: SaleRequest) -> tuple[Row[Any], int]:
+    """The sale's facts (``_sale_facts``' row) and amount, once the sale is one that can
+    be booked: its content exists, in its currency, with a plan. Else the error the
+    storefront is answered."""
+    if facts is None:
+        raise NotFound(f"content {sale.content_id} does not exist")
+    amount = check_amount(sale.amount)
+    if normalize_currency(sale.currency) != facts.currency:
+        raise ValidationFailed(
+            f"this content is sold in {facts.currency}",
+            fields={"currency": [f"must be {facts.currency}, the content's currency"]},
+        )
+    if facts.plan_id is None:  # every artist gets version 1 at creation: a broken database
+        raise PlanError(f"artist {facts.artist_id} has no reward plan")
+    return facts, amount
+
+
+@dataclass(frozen=True)
+class Booking:
+    """Everything one sale writes, worked out before anything is written, so that many
+    sales can be written together (``write_bookings``)."""
+
+    purchase: dict[str, Any]  # the purchases row
+    reward_rows: list[dict[str, Any]]
+    posting: ledger.Posting
+    body: dict[str, Any]  # the receipt
+    events: list[events.Pending]
+    claim: idempotency.Claim | None
+
+
+def book(
+    session: Session,
+    facts: Row[Any],
+    sale: SaleRequest,
+    *,
+    storefront_id: str,
+    amount: int,
+    buyer_id: str,
+    buyer_email: str | None,
+    level1: str | None,
+    upline: Sequence[_Upline],
+    fee_bps: int,
+    pending: list[events.Pending],
+    claim: idempotency.Claim | None,
+    now: datetime,
+) -> Booking:
+    """Attribute and split one sale whose buyer is known (``buyer_id``, level 1 and its
+    ``upline`` read), and work out its rows, ledger posting, receipt and events (after
+    those already in ``pending``). Writes only the fraud signals its checks find."""
+    rates: list[int] = facts.level_rates_bps
+    chain = influence_chain(level1, [fan.fan_id for fan in upline[1:]], len(rates))
+    split = split_sale(amount, rates, chain, buyer_id, fee_bps)
+    purchase_id = new_ordered_id("pur")
+    purchase = {
+        "id": purchase_id,
+        "storefront_id": storefront_id,
+        "content_id": sale.content_id,
+        "artist_id": facts.artist_id,
+        "buyer_id": buyer_id,
+        "amount": amount,
+        "currency": facts.currency,
+        "artist_share": split.artist_share,
+        "fee": split.fee,
+        "plan_id": facts.plan_id,
+        "plan_version": facts.plan_version,
+        "share_code": sale.share_code,
+        "chain": chain,
+        "refunded_amount": 0,
+        "client_ip_hash": sale.client_ip_hash,
+        "created_at": now,
+    }
+    reward_ids = [new_ordered_id("rwd") for _ in split.rewards]
+    held = at_purchase.held_rewards(
+        session,
+        [
+            (line.fan_id, reward_id)
+            for line, reward_id in zip(split.rewards, reward_ids, strict=True)
+        ],
+        upline,
+        buyer_email=buyer_email,
+        link_owner=facts.link_owner,  # the buyer's own link: the buyer earns nothing
+        link_flagged=bool(facts.link_flagged),
+        client_ip_hash=sale.client_ip_hash,
+    )
+    starts = [
+        rewards.at_sale(held=reward_id in held, hold_days=facts.hold_days)
+        for reward_id in reward_ids
+    ]
+    reward_rows = [
+        {
+            "id": reward_id,
+            "purchase_id": purchase_id,
+            "level": line.level,
+            "fan_id": line.fan_id,
+            "amount": line.amount,
+            "currency": facts.currency,
+            "reversed_amount": 0,
+            "state": start.state,
+            "review_state": start.review_state,
+            "available_at": now + timedelta(days=facts.hold_days),
             "created_at": now,
         }
-        conn.execute(_INSERT_PURCHASE, purchase)
-        reward_ids = [new_ordered_id("rwd") for _ in split.rewards]
-        held = at_purchase.held_rewards(
-            session,
-            [
-                (line.fan_id, reward_id)
-                for line, reward_id in zip(split.rewards, reward_ids, strict=True)
-            ],
-            upline,
-            buyer_email=buyer_email,
-            link_owner=sale.link_owner,  # the buyer's own link: the buyer earns nothing
-            link_flagged=bool(sale.link_flagged),
-            client_ip_hash=client_ip_hash,
-        )
-        starts = [
-            rewards.at_sale(held=reward_id in held, hold_days=sale.hold_days)
-            for reward_id in reward_ids
-        ]
-        reward_rows = [
-            {
-                "id": reward_id,
-                "purchase_id": purchase_id,
-                "level": line.level,
-                "fan_id": line.fan_id,
-                "amount": line.amount,
-                "currency": sale.currency,
-                "reversed_amount": 0,
-                "state": start.state,
-                "review_state": start.review_state,
-                "available_at": now + timedelta(days=sale.hold_days),
-                "created_at": now,
-            }
-            for line, reward_id, start in zip(split.rewards, reward_ids, starts, strict=True)
-        ]
-        if reward_rows:
-            conn.execute(_INSERT_REWARDS, reward_rows)
-        ledger.post(
-            session,
-            kind="purchase",
-            ref=purchase_id,
-            currency=sale.currency,
-            lines=[
-                ledger.Line(AccountKind.STOREFRONT_RECEIVABLE, storefront_id, -amount),
-                ledger.Line(AccountKind.ARTIST_EARNINGS, sale.artist_id, split.artist_share),
-                ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, split.fee),
-                *(
-                    ledger.Line(start.account, line.fan_id, line.amount, reward_id)
-                    for line, reward_id, start in zip(
-                        split.rewards, reward_ids, starts, strict=True
-                    )
-                ),
-            ],
-        )
-        body = receipt(
-            purchase,
-            split.rewards,
-            attribution=how_attributed(level1, sale.link_owner),
-            warnings=_unused_code(share_code, sale.link_owner),
-        )
-        _record_events(session, pending, body, purchase, reward_rows, held, now)
-        if claim is not None:
-            idempotency.complete(session, claim, body)
-        return body
+        for line, reward_id, start in zip(split.rewards, reward_ids, starts, strict=True)
+    ]
+    posting = ledger.Posting(
+        "purchase",
+        purchase_id,
+        facts.currency,
+        (
+            ledger.Line(AccountKind.STOREFRONT_RECEIVABLE, storefront_id, -amount),
+            ledger.Line(AccountKind.ARTIST_EARNINGS, facts.artist_id, split.artist_share),
+            ledger.Line(AccountKind.PLATFORM_FEES, ledger.PLATFORM, split.fee),
+            *(
+                ledger.Line(start.account, line.fan_id, line.amount, reward_id)
+                for line, reward_id, start in zip(split.rewards, reward_ids, starts, strict=True)
+            ),
+        ),
+    )
+    body = receipt(
+        purchase,
+        split.rewards,
+        attribution=how_attributed(level1, facts.link_owner),
+        warnings=_unused_code(sale.share_code, facts.link_owner),
+    )
+    return Booking(
+        purchase,
+        reward_rows,
+        posting,
+        body,
+        _sale_events(pending, body, purchase, reward_rows, held, now),
+        claim,
+    )
+
+
+def _sale_events(
+    pending: list[events.Pending],
+    body: dict[str, Any],
+    purchase: dict[str, Any],
+    reward_rows: list[dict[str, Any]],
+    held: Collection[str],
+    now: datetime,
+) -> list[events.Pending]:
+    """The sale's events, in order: a new buyer's (already in ``pending``), the purchase,
+    each reward, each hold."""
+    sale = events.Whose(purchase["storefront_id"], purchase["artist_id"])
+    out = [*pending, events.Pending("purchase.recorded", body, sale, now)]
+    for row in reward_rows:
+        data = rewards.view(SimpleNamespace(**row), purchase["content_id"])
+        whose = events.Whose(sale.storefront_id, sale.artist_id, row["fan_id"])
+        out.append(events.Pending("reward.created", data, whose, now))
+        if row["id"] in held:
+            out.append(events.Pending("reward.held", data, whose, now))
+    return [event if event.at else replace(event, at=now) for event in out]
+
+
+def write_bookings(session: Session, bookings: Sequence[Booking]) -> None:
+    """Write these sales, in order, in a fixed number of statements whatever their number:
+    purchases, rewards, the ledger postings, the events, and the idempotency records of
+    the claimed keys (last). Does not commit."""
+    if not bookings:
+        return
+    conn = session.connection()
+    conn.execute(_INSERT_PURCHASE, [booking.purchase for booking in bookings])
+    reward_rows = [row for booking in bookings for row in booking.reward_rows]
+    if reward_rows:
+        conn.execute(_INSERT_REWARDS, reward_rows)
+    ledger.post_many(session, [booking.posting for booking in bookings])
+    events.record_all(session, [event for booking in bookings for event in booking.events])
+    idempotency.complete_all(
+        session,
+        [(booking.claim, booking.body) for booking in bookings if booking.claim is not None],
+    )
 
 
 def _sale_facts(
     conn: Connection,
     content_id: str,
     share_code: str | None,
-    buyer: BuyerRef,
+    buyer: BuyerRef | None,
     storefront_id: str,
 ) -> Row[Any] | None:
     """Everything a sale needs to know before the upline, in one indexed query: the
     content, its effective plan (SPEC 2: the item's own latest, else the artist's
     latest), the share link's owner when the link is active and of the same artist,
-    whether the link carries an active fraud signal, and the buyer if already a fan."""
+    whether the link carries an active fraud signal, and the buyer if already a fan
+    (``buyer`` None: no buyer read, its columns NULL)."""
     value: str | None
-    if buyer.fan_id is not None:
+    if buyer is None:
+        kind, value = "fan_id", None
+    elif buyer.fan_id is not None:
         kind, value = "fan_id", buyer.fan_id
     elif buyer.email is not None:
         kind, value = "email", graph.normalize_email(buyer.email)
     elif buyer.external_id is not None:
         kind, value = "external_id", buyer.external_id
     else:
-        raise ValidationFailed(
-            "name the buyer", fields={"buyer": ["give fan_id, email or external_id"]}
-        )
+        raise no_buyer()
     return conn.execute(
         _sale_facts_query(kind),
         {
@@ -291,6 +385,19 @@ def _sale_facts(
             "storefront_id": storefront_id,
         },
     ).first()
+
+
+def no_buyer() -> ValidationFailed:
+    """A sale that names no buyer (the API's schema refuses it first)."""
+    return ValidationFailed(
+        "name the buyer", fields={"buyer": ["give fan_id, email or external_id"]}
+    )
+
+
+def unknown_buyer() -> ValidationFailed:
+    return ValidationFailed(
+        "the buyer's fan_id names no fan", fields={"buyer": {"fan_id": ["unknown fan"]}}
+    )
 
 
 @cache
@@ -395,9 +502,7 @@ def _buyer(
             session.flush()
         return sale.buyer_id, sponsor, sale.buyer_email
     if ref.fan_id is not None:
-        raise ValidationFailed(
-            "the buyer's fan_id names no fan", fields={"buyer": {"fan_id": ["unknown fan"]}}
-        )
+        raise unknown_buyer()
     fan = graph.create_fan(
         session,
         handle=f"buyer-{random_token(12)}",

@@ -74,7 +74,7 @@ def test_a_purchase_rolled_back_after_its_events_leaves_none(api, session, sale,
     def fail(*_args: Any, **_kwargs: Any) -> None:
         raise RuntimeError("the disk is full")
 
-    monkeypatch.setattr(idempotency, "complete", fail)
+    monkeypatch.setattr(idempotency, "complete_all", fail)  # the last write
     before = row_counts(session)
     response = api.call(
         "POST",
