@@ -28,10 +28,11 @@ from api.schemas.sales import (
     RefundIn,
     RefundOut,
 )
+from royalties import idempotency
 from royalties.errors import NotFound
 from royalties.idempotency import Claim
 from royalties.ids import looks_like_id
-from royalties.services import purchases, refunds
+from royalties.services import purchase_batch, purchases, refunds
 from royalties.services.purchases import BuyerRef
 
 blp = Blueprint("sales", __name__, url_prefix="/v1", description="Purchases and refunds")
@@ -96,18 +97,32 @@ class Purchases(MethodView):
 
 def _recording(storefront_id: str, body: dict[str, Any]) -> Callable[[Claim], dict[str, Any]]:
     """The work of recording one purchase (``body`` as ``PurchaseIn`` loads it) under a
-    claimed key: how both purchase endpoints record a sale."""
+    claimed key."""
+    sale = _sale_request(body)
     return lambda claim: purchases.record_purchase(
         db.session,
         storefront_id=storefront_id,
+        content_id=sale.content_id,
+        amount=sale.amount,
+        currency=sale.currency,
+        buyer=sale.buyer,
+        share_code=sale.share_code,
+        fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+        client_ip_hash=sale.client_ip_hash,
+        claim=claim,
+    )
+
+
+def _sale_request(body: dict[str, Any]) -> purchases.SaleRequest:
+    """A purchase's body (as ``PurchaseIn`` loads it) as the services take it: how both
+    purchase endpoints read a sale."""
+    return purchases.SaleRequest(
         content_id=body["content_id"],
         amount=body["amount"],
         currency=body["currency"],
         buyer=BuyerRef(**body["buyer"]),
         share_code=body["share_code"],
-        fee_bps=current_app.config["PLATFORM_FEE_BPS"],
         client_ip_hash=client_address_hash(str(body["client_ip"]) if body["client_ip"] else None),
-        claim=claim,
     )
 
 
@@ -127,8 +142,9 @@ class PurchaseBatch(MethodView):
 
         Each item of `purchases` is the body of `POST /v1/purchases` with its own
         `idempotency_key` (the rules of the `Idempotency-Key` header) and is recorded
-        alone, in its own transaction, in the order given. The answer is always `200`
-        with one entry of `results` per item, in the same order:
+        as that request would record it, in the order given (items that cannot affect
+        each other are written together, a few statements for all of them). The answer
+        is always `200` with one entry of `results` per item, in the same order:
 
         - `status` 201 and the receipt in `purchase`, with `replayed` true when the
           key already had this answer (a retried batch replays every item),
@@ -149,28 +165,53 @@ class PurchaseBatch(MethodView):
             return refused
         storefront_id = current_principal().owner_id
         assert storefront_id is not None
-        return {"results": [_batch_item(storefront_id, item) for item in items]}
-
-
-def _batch_item(storefront_id: str, raw: dict[str, Any]) -> dict[str, Any]:
-    """One item of a batch, recorded and answered as ``POST /v1/purchases`` would."""
-    try:
-        item = _BATCH_ITEM.load(raw)
-        unkeyed = {name: value for name, value in raw.items() if name != "idempotency_key"}
-        receipt, _, headers = record_sale(
-            "purchases",
-            run_once(
-                _recording(storefront_id, item),
-                key=item["idempotency_key"],
-                body=unkeyed,
+        results: list[dict[str, Any] | None] = []
+        sales: list[purchase_batch.BatchSale] = []
+        for raw in items:
+            try:
+                sales.append(_batch_sale(raw))
+                results.append(None)  # answered by record_batch, in order
+            except Exception as error:  # a malformed item's own answer; the next goes on
+                problem = problem_of(error)
+                results.append({"status": problem["status"], "problem": problem})
+        outcomes = iter(
+            purchase_batch.record_batch(
+                db.session,
+                sales,
+                storefront_id=storefront_id,
+                client_id=current_principal().client_id,
                 scope=SINGLE_PURCHASE,
-            ),
+                fee_bps=current_app.config["PLATFORM_FEE_BPS"],
+            )
         )
-    except Exception as error:  # the item's own answer; the next item goes on
-        db.session.rollback()
-        problem = problem_of(error)
+        return {
+            "results": [
+                _batch_result(next(outcomes)) if result is None else result for result in results
+            ]
+        }
+
+
+def _batch_sale(raw: dict[str, Any]) -> purchase_batch.BatchSale:
+    """One item of a batch as ``record_batch`` takes it: loaded as ``POST /v1/purchases``
+    loads its body, its key apart, and fingerprinted as that request would be."""
+    item = _BATCH_ITEM.load(raw)
+    unkeyed = {name: value for name, value in raw.items() if name != "idempotency_key"}
+    return purchase_batch.BatchSale(
+        _sale_request(item),
+        item["idempotency_key"],
+        idempotency.fingerprint(SINGLE_PURCHASE, unkeyed),
+    )
+
+
+def _batch_result(outcome: purchase_batch.Outcome) -> dict[str, Any]:
+    """One item's answer: the receipt, or the problem ``POST /v1/purchases`` would send."""
+    if outcome.error is not None:
+        problem = problem_of(outcome.error)
         return {"status": problem["status"], "problem": problem}
-    return {"status": CREATED, "purchase": receipt, "replayed": REPLAYED in headers}
+    assert outcome.body is not None
+    headers = {REPLAYED: "true"} if outcome.replayed else {}
+    record_sale("purchases", (outcome.body, CREATED, headers))
+    return {"status": CREATED, "purchase": outcome.body, "replayed": outcome.replayed}
 
 
 @blp.route("/purchases/<purchase:purchase_id>")

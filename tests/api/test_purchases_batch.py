@@ -297,3 +297,137 @@ def test_the_operation_is_documented(client):
     assert {"200", "401", "403", "413", "422", "429"} <= set(operation["responses"])
     assert "RATELIMIT_SALES" in operation["responses"]["429"]["description"]
     assert "MAX_BATCH_BODY_BYTES" in operation["responses"]["413"]["description"]
+
+
+# -- the batch writes what the same sales sent one by one write -------------------------
+
+
+def _scenario(api: ApiDriver, tag: str) -> tuple[Any, list[dict[str, Any]], dict[str, str]]:
+    """A storefront, a list of sales and the names of the fans they involve, built the
+    same way under ``tag``: two of these differ only in ids and emails. The sales cover
+    what a batch must not get wrong by writing sales together: a new buyer, the same
+    buyer again, a sponsor-less fan whose first touch gives it a sponsor (which moves
+    the upline a later sale in the batch reads), a repeated key, a failing sale, a
+    buyer by external id and by fan id, a sale without a link."""
+    artist, shop = api.artist(), api.storefront()
+    content = api.content(artist)
+    top, middle, near = api.chain(3)
+    loner = api.fan()  # no sponsor: its first purchase through a link gives it one
+    below = api.fan(ref=loner.id)
+    near_code, below_code = share(api, near, content["id"]), share(api, below, content["id"])
+    names = {top.id: "top", middle.id: "middle", near.id: "near", loner.id: "loner"}
+    names[below.id] = "below"
+    first = item(content, f"{tag}-1", share_code=near_code, buyer={"email": f"x1@{tag}.test"})
+    sales = [
+        first,
+        item(content, f"{tag}-2", share_code=near_code, buyer={"email": f"x1@{tag}.test"}),
+        item(content, f"{tag}-3", share_code=near_code, buyer={"fan_id": loner.id}),
+        item(content, f"{tag}-4", share_code=below_code, buyer={"email": f"x2@{tag}.test"}),
+        item(content, f"{tag}-5", share_code=near_code, currency="EUR"),
+        first,
+        item(content, f"{tag}-7", buyer={"email": f"x3@{tag}.test"}),
+        item(content, f"{tag}-8", share_code=near_code, buyer={"external_id": f"cust-{tag}"}),
+        item(content, f"{tag}-9", share_code=near_code, buyer={"fan_id": middle.id}),
+        item(content, f"{tag}-10", share_code=below_code, amount=1),
+    ]
+    return shop, sales, names
+
+
+def _shape(result: dict[str, Any], names: dict[str, str], buyers: dict[str, str]) -> Any:
+    """A result without its ids: who earned what, by role in the scenario."""
+    if result["status"] != 201:
+        return result["status"], without_request_id(result["problem"])
+    receipt = result["purchase"]
+    buyer = names.get(receipt["buyer_id"]) or buyers.setdefault(
+        receipt["buyer_id"], f"new buyer {len(buyers) + 1}"
+    )
+    return (
+        result.get("replayed", False),
+        buyer,
+        receipt["attribution"],
+        [
+            (r["level"], names.get(r["fan_id"], r["fan_id"]), r["amount"])
+            for r in receipt["rewards"]
+        ],
+        (receipt["amount"], receipt["artist_share"], receipt["fee"], receipt["warnings"]),
+    )
+
+
+def test_a_batch_records_what_the_same_sales_sent_one_by_one_record(api):
+    shop, sales, names = _scenario(api, "one")
+    before = row_counts(api.session)
+    alone = []
+    for body in sales:
+        response = single(api, shop, body)
+        answer = response.get_json()
+        if response.status_code == 201:
+            replayed = response.headers.get("Idempotent-Replayed") == "true"
+            alone.append({"status": 201, "purchase": answer, "replayed": replayed})
+        else:
+            alone.append({"status": response.status_code, "problem": answer})
+    after_alone = row_counts(api.session)
+    shop_b, sales_b, names_b = _scenario(api, "two")
+    before_b = row_counts(api.session)
+    together = batch(api, shop_b, sales_b)
+    after_batch = row_counts(api.session)
+
+    assert [_shape(r, names_b, {}) for r in together] == [_shape(r, names, {}) for r in alone]
+    assert written(before_b, after_batch) == written(before, after_alone)
+    # The first touch in sale 3 gave the loner a sponsor before sale 4 read its upline.
+    assert [r["fan_id"] for r in together[3]["purchase"]["rewards"]][:3] == [
+        next(fan for fan, name in names_b.items() if name == role)
+        for role in ("below", "loner", "near")
+    ]
+    ledger_is_sound(api.session)
+
+
+def test_a_batch_whose_writes_fail_records_each_sale_alone(api, world, monkeypatch):
+    from sqlalchemy.exc import IntegrityError
+
+    from royalties.services import purchase_batch
+
+    _, shop, content = world
+    code = share(api, api.fan(), content["id"])
+    failures = []
+
+    def fail_once(*args: Any, **kwargs: Any) -> None:
+        if not failures:  # the segment's write; the sales alone then write their own
+            failures.append(1)
+            raise IntegrityError("INSERT", {}, Exception("a concurrent request took the email"))
+        write_bookings(*args, **kwargs)
+
+    from royalties.services.purchases import write_bookings
+
+    monkeypatch.setattr(purchase_batch, "write_bookings", fail_once)
+    before = row_counts(api.session)
+    results = batch(api, shop, [item(content, share_code=code) for _ in range(3)])
+    assert failures == [1]
+    assert [r["status"] for r in results] == [201, 201, 201]
+    assert written(before, row_counts(api.session))["purchases"] == 3
+    ledger_is_sound(api.session)
+
+
+def test_a_batch_costs_the_same_few_statements_for_5_sales_or_50(api, world, engine):
+    from sqlalchemy import event
+
+    _, shop, content = world
+    code = share(api, api.chain(3)[-1], content["id"])
+    counts = []
+    for n in (5, 50):
+        statements: list[str] = []
+
+        def count(_conn: Any, _cursor: Any, statement: str, *_rest: Any, into=statements) -> None:
+            into.append(statement)
+
+        event.listen(engine, "before_cursor_execute", count)
+        try:
+            results = batch(api, shop, [item(content, share_code=code) for _ in range(n)])
+        finally:
+            event.remove(engine, "before_cursor_execute", count)
+        assert {len(r["purchase"]["rewards"]) for r in results} == {3}
+        if engine.dialect.name == "sqlite":
+            # In process, no round trip to save: SQLAlchemy inserts rows whose ids it
+            # must return in order one at a time there (on PostgreSQL in one statement).
+            statements = [s for s in statements if "INTO ledger_transactions" not in s]
+        counts.append(len(statements))
+    assert counts[0] == counts[1] < 30, counts

@@ -188,6 +188,19 @@ def test_sixteen_identical_failing_refunds_under_one_key_never_answer_5xx(app, a
     ledger_clean(session)
 
 
+def _hold_key(session: Session, client_id: str, key: str, scope: str, body: Any) -> Any:
+    """Claim ``key`` in ``session``'s transaction, as a request still running would."""
+    claim = idempotency.claim(
+        session,
+        client_id=client_id,
+        key=key,
+        scope=scope,
+        request_hash=idempotency.fingerprint(scope, body),
+    )
+    assert isinstance(claim, idempotency.Claim)
+    return claim
+
+
 def test_a_duplicate_of_an_uncommitted_request_is_409_then_replays_it(engine, app, api):
     """Request A has claimed its key and not yet committed: a duplicate B is told 409 at
     once (it does not wait on A); once A commits, B replays A's answer."""
@@ -202,14 +215,7 @@ def test_a_duplicate_of_an_uncommitted_request_is_409_then_replays_it(engine, ap
     scope = "POST /v1/purchases"
     headers = {"Authorization": f"Bearer {store.key}", "Idempotency-Key": "k-a"}
     with Session(engine) as a:
-        claim = idempotency.claim(
-            a,
-            client_id=store.id,
-            key="k-a",
-            scope=scope,
-            request_hash=idempotency.fingerprint(scope, body),
-        )
-        assert isinstance(claim, idempotency.Claim)
+        claim = _hold_key(a, store.id, "k-a", scope, body)
         duplicate = app.test_client().post("/v1/purchases", json=body, headers=headers)
         assert duplicate.status_code == 409
         assert duplicate.get_json()["code"] == "idempotency_in_flight"
@@ -218,6 +224,80 @@ def test_a_duplicate_of_an_uncommitted_request_is_409_then_replays_it(engine, ap
     replay = app.test_client().post("/v1/purchases", json=body, headers=headers)
     assert replay.status_code == 201 and replay.get_json() == {"id": "pur_from_a"}
     assert replay.headers["Idempotent-Replayed"] == "true"
+
+
+def test_a_batch_item_whose_key_an_uncommitted_request_holds_is_409_alone(engine, app, api):
+    """The batch claims its keys together (``claim_many``) under the same locks as a
+    single purchase: the item whose key request A holds is told 409 at once, and the
+    other items are recorded."""
+    artist, store = api.artist(), api.storefront()
+    item = api.content(artist)
+    scope = "POST /v1/purchases"
+
+    def sale(key: str) -> dict[str, Any]:
+        return {
+            "content_id": item["id"],
+            "amount": 1999,
+            "currency": "USD",
+            "buyer": {"email": f"{key}@y.io"},
+            "idempotency_key": key,
+        }
+
+    held = sale("k-held")
+    unkeyed = {name: value for name, value in held.items() if name != "idempotency_key"}
+    with Session(engine) as a:
+        _hold_key(a, store.id, "k-held", scope, unkeyed)
+        answer = app.test_client().post(
+            "/v1/purchases/batch",
+            json={"purchases": [sale("k-1"), held, sale("k-2")]},
+            headers={"Authorization": f"Bearer {store.key}"},
+        )
+        a.rollback()
+    results = answer.get_json()["results"]
+    assert [r["status"] for r in results] == [201, 409, 201]
+    assert results[1]["problem"]["code"] == "idempotency_in_flight"
+
+
+def test_the_same_batch_sent_by_four_clients_at_once_records_each_sale_once(app, api, session):
+    artist, store = api.artist(), api.storefront()
+    item = api.content(artist)
+    code = share(api, api.chain(3)[-1], item["id"])
+    sales = [
+        {
+            "content_id": item["id"],
+            "amount": 1999,
+            "currency": "USD",
+            "buyer": {"email": f"{key}@batch.test"},
+            "share_code": code,
+            "idempotency_key": key,
+        }
+        for key in (new_key() for _ in range(20))
+    ]
+    clients = [app.test_client() for _ in range(4)]
+    headers = {"Authorization": f"Bearer {store.key}"}
+    session.rollback()
+    outcomes = together(
+        4,
+        lambda i: clients[i].post(
+            "/v1/purchases/batch", json={"purchases": sales}, headers=headers
+        ),
+    )
+    assert [o.error for o in outcomes] == [None] * 4
+    ids: dict[int, set[str]] = {place: set() for place in range(20)}
+    for outcome in outcomes:
+        assert outcome.value.status_code == 200
+        for place, result in enumerate(outcome.value.get_json()["results"]):
+            assert result["status"] in (201, 409), result
+            if result["status"] == 201:
+                ids[place].add(result["purchase"]["id"])
+            else:
+                assert result["problem"]["code"] == "idempotency_in_flight"
+    # Whoever held a key recorded its sale; the others were told 409 for it.
+    assert [len(found) for found in ids.values()] == [1] * 20, ids
+    session.rollback()
+    recorded = select(func.count()).select_from(Purchase).where(Purchase.content_id == item["id"])
+    assert session.scalar(recorded) == 20
+    ledger_clean(session)
 
 
 def test_a_duplicate_that_slips_past_the_lock_stores_nothing(engine, session):
