@@ -143,37 +143,44 @@ def _locked(timeout: float) -> sqlite3.OperationalError:
 
 class _Keeper(threading.Thread):
     """Waits in a blocking ``flock`` for one writer at a time, so that the writer itself
-    can wait with a timeout. A writer that gave up by the time the lock came is not
-    handed it: the keeper unlocks at once."""
+    can wait with a timeout. Each wait is a numbered request; the keeper locks once per
+    request, and a writer that gave up by the time the lock came is not handed it: the
+    keeper unlocks at once."""
 
     def __init__(self, fd: int) -> None:
         super().__init__(name="sqlite-writer-queue", daemon=True)
         self._fd = fd
         self._state = threading.Condition()
-        self._wanted = False  # a writer is waiting for the lock
-        self._granted = False
+        self._requests = 0  # numbered waits so far
+        self._wanted: int | None = None  # the request a writer is waiting on
+        self._granted: int | None = None  # the last request the keeper locked for
+        self._served = 0  # the last request the keeper locked for or saw given up
         self.start()
 
     def acquire(self, timeout: float) -> bool:
         with self._state:
-            self._wanted, self._granted = True, False
+            self._requests += 1
+            request = self._wanted = self._requests
             self._state.notify_all()
-            self._state.wait_for(lambda: self._granted, timeout)
-            granted = self._granted
-            self._wanted = self._granted = False
+            granted = self._state.wait_for(lambda: self._granted == request, timeout)
+            self._wanted = None  # served, or given up: the keeper unlocks if it comes late
             return granted
 
     def run(self) -> None:
         while True:
             with self._state:
-                self._state.wait_for(lambda: self._wanted)
+                self._state.wait_for(self._new_request)
+                self._served = self._requests
             fcntl.flock(self._fd, fcntl.LOCK_EX)
             with self._state:
-                if self._wanted:
-                    self._granted = True
+                if self._wanted is not None:  # the writer holding the thread lock waits
+                    self._granted = self._served = self._wanted
                     self._state.notify_all()
                     continue
             fcntl.flock(self._fd, fcntl.LOCK_UN)  # the writer gave up meanwhile
+
+    def _new_request(self) -> bool:
+        return self._wanted is not None and self._wanted > self._served
 
 
 _queues: dict[str, WriterQueue] = {}

@@ -96,7 +96,11 @@ def test_a_writer_waits_at_most_the_busy_timeout_then_fails_as_sqlite_would(
         _assert_refused_soon(impatient)
     finally:
         os.close(holder)
-    # The writer that gave up is not left holding the queue, and the next one gets it.
+    # The writer that gave up is not left holding the queue (its keeper thread, still
+    # waiting when it gave up, takes the lock and lets go of it), and the next one gets it.
+    deadline = time.monotonic() + 5
+    while not _queue_is_free(path) and time.monotonic() < deadline:
+        time.sleep(0.01)
     assert _queue_is_free(path)
     with impatient.begin() as conn:
         conn.execute(text("UPDATE queue_counter SET n = n + 1"))
@@ -165,6 +169,10 @@ def _increment(path: str, times: int) -> None:
     for _ in range(times):
         with engine.begin() as conn:
             n = conn.execute(text("SELECT n FROM queue_counter")).scalar_one()
+            # Every write transaction holds the queue, however it got its turn (at once,
+            # or through the keeper thread while another process wrote).
+            if _queue_is_free(path):
+                raise AssertionError("a writer's transaction ran without holding the queue")
             conn.execute(text("UPDATE queue_counter SET n = :n"), {"n": n + 1})
     engine.dispose()
 
