@@ -3,7 +3,9 @@
 the whole batch instead of a dozen round trips and a commit per sale.
 
 How: the batch is cut into *segments* of consecutive sales that cannot affect each
-other (no idempotency key and no buyer twice). For a segment, in one transaction:
+other: no idempotency key twice, and no sale by a buyer that an earlier sale of the
+segment enrolls (a fan who buys again, or many times, is no reason to cut). For a
+segment, in one transaction:
 
 1. the keys are claimed together (``idempotency.claim_many``);
 2. the facts of each distinct content and share code, the buyers, the sponsors of new
@@ -105,17 +107,14 @@ def record_batch(
 
 
 def _independent_run(sales: Sequence[BatchSale], start: int) -> list[BatchSale]:
-    """The longest run of sales from ``start`` with no key and no buyer twice."""
+    """The longest run of sales from ``start`` with no idempotency key twice (the
+    segment ends earlier at a new buyer's second sale: see ``_Batch._segment``)."""
     keys: set[str] = set()
-    buyers: set[tuple[str, str | None]] = set()
     run = []
     for item in sales[start:]:
-        buyer = _identity(item.sale.buyer)
-        if item.key in keys or (buyer is not None and buyer in buyers):
+        if item.key in keys:
             break
         keys.add(item.key)
-        if buyer is not None:
-            buyers.add(buyer)
         run.append(item)
     return run
 
@@ -157,7 +156,8 @@ class _Batch:
 
     def segment(self, run: Sequence[BatchSale]) -> list[Outcome]:
         """Record the first sales of ``run`` together, up to (not including) one that
-        must go alone (``alone_next`` then says so); their outcomes."""
+        must go alone (``alone_next`` then says so) or a new buyer's second sale; their
+        outcomes."""
         self.alone_next = False
         try:
             with unit_of_work(self.session):
@@ -177,6 +177,7 @@ class _Batch:
         facts_of: dict[tuple[str, str | None], Row[Any] | None] = {}
         buyers = _buyers(conn, self.storefront_id, [item.sale.buyer for item in run])
         outcomes: list[Outcome | _Planned] = []
+        enrolled: set[tuple[str, str | None]] = set()  # new buyers of this segment
         for item, decision in zip(run, decided, strict=True):
             if isinstance(decision, idempotency.Replay):
                 outcomes.append(Outcome(decision.body, replayed=True))
@@ -189,6 +190,8 @@ class _Batch:
                 identity = _identity(sale.buyer)  # checked first, as the single purchase does
                 if identity is None:
                     raise no_buyer()
+                if identity in enrolled:
+                    break  # a fan from now on: the next segment reads it as one
                 sold = (sale.content_id, sale.share_code)
                 if sold not in facts_of:  # read once for the segment's sales of it
                     facts_of[sold] = _sale_facts(conn, *sold, None, self.storefront_id)
@@ -202,6 +205,8 @@ class _Batch:
             if buyer is not None and _first_touch_may_apply(buyer, facts.link_owner):
                 self.alone_next = True
                 break
+            if buyer is None:
+                enrolled.add(identity)
             outcomes.append(_Planned(item, decision, facts, amount, buyer, utcnow()))
         bookings = iter(self._book([entry for entry in outcomes if isinstance(entry, _Planned)]))
         answers = [
