@@ -291,13 +291,37 @@ def insert_rows(
     if dialect == "postgresql":
         columns = tuple(rows[0])
         stmt = _json_rows_insert(dialect, table, columns, or_ignore)
-        stamps = _timestamp_columns(table, columns)
-        if stamps:  # as naive UTC in ISO 8601, which PostgreSQL reads back exactly
-            rows = [{**row, **{c: _naive_utc_text(row[c]) for c in stamps}} for row in rows]
-        conn.execute(stmt, {"rows": list(rows)})
+        conn.execute(stmt, {"rows": _json_rows(table, columns, rows)})
     else:  # sqlite3 runs an executemany in C, in process: cheaper than unpacking JSON
         sql, values = _sqlite_rows_insert(table, tuple(rows[0]), or_ignore)
         conn.exec_driver_sql(sql, [values(row) for row in rows])
+
+
+def insert_rows_returning(
+    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *returning: str
+) -> list[Any]:
+    """``insert_rows`` on PostgreSQL (one statement, whatever the number of rows) that
+    returns the ``returning`` columns of each row inserted, in no promised order: the
+    caller matches them to its rows by a column it gave."""
+    if conn.dialect.name != "postgresql":
+        raise NotImplementedError("insert_rows_returning is for PostgreSQL")
+    if not rows:
+        return []
+    columns = tuple(rows[0])
+    stmt = _json_rows_insert("postgresql", table, columns, False)
+    returned = stmt.returning(*(table.c[name] for name in returning))
+    return list(conn.execute(returned, {"rows": _json_rows(table, columns, rows)}).all())
+
+
+def _json_rows(
+    table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
+) -> list[Mapping[str, Any]]:
+    """The rows as ``_json_rows_insert`` reads them: timestamps as naive UTC in ISO 8601,
+    which PostgreSQL reads back exactly."""
+    stamps = _timestamp_columns(table, columns)
+    if not stamps:
+        return list(rows)
+    return [{**row, **{c: _naive_utc_text(row[c]) for c in stamps}} for row in rows]
 
 
 @lru_cache(maxsize=64)

@@ -24,7 +24,7 @@ from typing import Any
 from sqlalchemy import ScalarSelect, func, insert, select
 from sqlalchemy.orm import Session
 
-from royalties.db import insert_rows, table, utcnow
+from royalties.db import insert_rows, insert_rows_returning, table, utcnow
 from royalties.errors import LedgerError
 from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction
 from royalties.models.ledger import AccountKind as AccountKind  # its home is the model's
@@ -101,21 +101,33 @@ def post_many(session: Session, postings: Sequence[Posting]) -> list[int]:
         conn, table(LedgerAccount), [accounts[key] for key in sorted(accounts)], or_ignore=True
     )
     now = utcnow()
-    txn_ids: list[int] = list(
-        conn.execute(
-            _INSERT_TRANSACTIONS,
-            [
-                {
-                    "kind": posting.kind,
-                    "ref": posting.ref,
-                    "currency": posting.currency,
-                    "memo": posting.memo[:200],
-                    "created_at": now,
-                }
-                for posting, _lines in checked
-            ],
-        ).scalars()
-    )
+    transactions = [
+        {
+            "kind": posting.kind,
+            "ref": posting.ref,
+            "currency": posting.currency,
+            "memo": posting.memo[:200],
+            "created_at": now,
+        }
+        for posting, _lines in checked
+    ]
+    named = {(posting.kind, posting.ref) for posting, _lines in checked}
+    txn_ids: list[int]
+    if conn.dialect.name == "postgresql" and len(named) == len(checked) > 1:
+        # Many at once: one statement, ids matched back by (kind, ref). SQLAlchemy's own
+        # ordered RETURNING sends a statement of five parameters per row that psycopg
+        # parses anew every time (a sixth of a 500-sale batch's time).
+        ids = {
+            (kind, ref): txn_id
+            for txn_id, kind, ref in insert_rows_returning(
+                conn, table(LedgerTransaction), transactions, "id", "kind", "ref"
+            )
+        }
+        txn_ids = [ids[posting.kind, posting.ref] for posting, _lines in checked]
+    elif len(transactions) == 1:  # a single sale: a plain INSERT .. RETURNING
+        txn_ids = [conn.execute(_INSERT_TRANSACTIONS, transactions[0]).scalar_one()]
+    else:
+        txn_ids = list(conn.execute(_INSERT_TRANSACTIONS, transactions).scalars())
     insert_rows(
         conn,
         table(LedgerEntry),

@@ -43,6 +43,20 @@ def test_each_id_is_the_transaction_of_the_posting_in_its_place(session):
     assert ledger.check(session) == []
 
 
+def test_postings_that_share_a_ref_still_get_their_own_transactions(session):
+    first, second = _posting("pur_same", 100), _posting("pur_same", 300)
+    ids = ledger.post_many(session, [first, second])
+    amounts = [
+        session.scalar(
+            select(func.sum(LedgerEntry.amount)).where(
+                LedgerEntry.transaction_id == txn_id, LedgerEntry.amount > 0
+            )
+        )
+        for txn_id in ids
+    ]
+    assert amounts == [100, 300]
+
+
 def test_one_unbalanced_posting_refuses_them_all_before_anything_is_written(session):
     good, bad = _posting("pur_good", 500), _posting("pur_bad", 500)
     bad = ledger.Posting(
