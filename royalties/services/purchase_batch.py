@@ -32,6 +32,7 @@ So the answers and the rows are the ones the same sales sent one by one would gi
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -52,16 +53,18 @@ from royalties.services.purchases import (
     Booking,
     BuyerRef,
     SaleRequest,
-    _sale_facts,
-    _Upline,
-    _upline,
+    Upline,
     book,
     checked_sale,
     no_buyer,
+    read_upline,
     record_purchase,
+    sale_facts,
     unknown_buyer,
     write_bookings,
 )
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -99,10 +102,11 @@ def record_batch(
     batch = _Batch(session, storefront_id, client_id, scope, fee_bps)
     outcomes: list[Outcome] = []
     while len(outcomes) < len(sales):
-        segment = _independent_run(sales, len(outcomes))
-        outcomes += batch.segment(segment)
+        done = len(outcomes)
+        outcomes += batch.segment(_independent_run(sales, done))
         if len(outcomes) < len(sales) and batch.alone_next:
             outcomes.append(batch.alone(sales[len(outcomes)]))
+        assert len(outcomes) > done, "every round records at least one sale"
     return outcomes
 
 
@@ -120,7 +124,7 @@ def _independent_run(sales: Sequence[BatchSale], start: int) -> list[BatchSale]:
 
 
 def _identity(ref: BuyerRef) -> tuple[str, str | None] | None:
-    """How the buyer is looked up (as ``_sale_facts`` looks it up), or None when the
+    """How the buyer is looked up (as ``sale_facts`` looks it up), or None when the
     sale names none (it fails its checks)."""
     if ref.fan_id is not None:
         return "fan_id", ref.fan_id
@@ -163,6 +167,9 @@ class _Batch:
             with unit_of_work(self.session):
                 return self._segment(run)
         except Exception:  # rolled back: each of the run's sales alone, as they came
+            log.warning(
+                "a batch's sales written together failed; recording each alone", exc_info=True
+            )
             self.alone_next = False
             return [self.alone(item) for item in run]
 
@@ -194,7 +201,7 @@ class _Batch:
                     break  # a fan from now on: the next segment reads it as one
                 sold = (sale.content_id, sale.share_code)
                 if sold not in facts_of:  # read once for the segment's sales of it
-                    facts_of[sold] = _sale_facts(conn, *sold, None, self.storefront_id)
+                    facts_of[sold] = sale_facts(conn, *sold, None, self.storefront_id)
                 facts, amount = checked_sale(facts_of[sold], sale)
                 buyer = buyers.get(identity)
                 if buyer is None and sale.buyer.fan_id is not None:
@@ -226,7 +233,7 @@ class _Batch:
         if new_sponsors:
             graph.lock_for_new_fans(session)
         sponsors = graph.sponsors(session, new_sponsors)
-        uplines: dict[tuple[str, int], list[_Upline]] = {}
+        uplines: dict[tuple[str, int], list[Upline]] = {}
         fans, closure, bookings = [], [], []
         for entry in planned:
             sale, facts = entry.item.sale, entry.facts
@@ -254,7 +261,7 @@ class _Batch:
             level1 = level_one(facts.link_owner, buyer_id, buyer_sponsor)
             depth = len(facts.level_rates_bps) - 1
             if level1 and (level1, depth) not in uplines:
-                uplines[level1, depth] = _upline(conn, level1, depth)
+                uplines[level1, depth] = read_upline(conn, level1, depth)
             upline = uplines[level1, depth] if level1 else []
             booking = book(
                 session,

@@ -140,13 +140,13 @@ def record_purchase(
         conn = session.connection()
         sale = SaleRequest(content_id, amount, currency, buyer, share_code, client_ip_hash)
         facts, amount = checked_sale(
-            _sale_facts(conn, content_id, share_code, buyer, storefront_id), sale
+            sale_facts(conn, content_id, share_code, buyer, storefront_id), sale
         )
         pending: list[events.Pending] = []  # the sale's events, written together at the end
         buyer_id, buyer_sponsor, buyer_email = _buyer(session, facts, buyer, storefront_id, pending)
         level1 = level_one(facts.link_owner, buyer_id, buyer_sponsor)
         depth = len(facts.level_rates_bps) - 1
-        upline = _upline(conn, level1, depth) if level1 else []
+        upline = read_upline(conn, level1, depth) if level1 else []
         booking = book(
             session,
             facts,
@@ -179,7 +179,7 @@ class SaleRequest:
 
 
 def checked_sale(facts: Row[Any] | None, sale: SaleRequest) -> tuple[Row[Any], int]:
-    """The sale's facts (``_sale_facts``' row) and amount, once the sale is one that can
+    """The sale's facts (``sale_facts``' row) and amount, once the sale is one that can
     be booked: its content exists, in its currency, with a plan. Else the error the
     storefront is answered."""
     if facts is None:
@@ -218,7 +218,7 @@ def book(
     buyer_id: str,
     buyer_email: str | None,
     level1: str | None,
-    upline: Sequence[_Upline],
+    upline: Sequence[Upline],
     fee_bps: int,
     pending: list[events.Pending],
     claim: idempotency.Claim | None,
@@ -352,7 +352,7 @@ def write_bookings(session: Session, bookings: Sequence[Booking]) -> None:
     )
 
 
-def _sale_facts(
+def sale_facts(
     conn: Connection,
     content_id: str,
     share_code: str | None,
@@ -451,7 +451,7 @@ def _sale_facts_query(buyer_kind: str) -> Select[Any]:
 
 
 @dataclass(frozen=True)
-class _Upline:
+class Upline:
     """Level 1 (depth 0) and its ancestors, with what the fraud checks need."""
 
     fan_id: str
@@ -460,12 +460,12 @@ class _Upline:
     flagged: bool
 
 
-def _upline(conn: Connection, level1: str, depth: int) -> list[_Upline]:
+def read_upline(conn: Connection, level1: str, depth: int) -> list[Upline]:
     """``level1`` and up to ``depth`` of its ancestors, nearest first: one indexed query
     on the closure table, each fan with whether it carries an active fraud signal."""
     rows = conn.execute(_upline_query(), {"level1": level1, "depth": depth}).all()
     assert rows and rows[0][1] == level1, "level 1 names a fan (foreign keys guarantee it)"
-    return [_Upline(row[1], row[2], row[3], bool(row[4])) for row in rows]
+    return [Upline(row[1], row[2], row[3], bool(row[4])) for row in rows]
 
 
 @cache
