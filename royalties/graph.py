@@ -64,9 +64,15 @@ def sponsor_by_first_touch(
     """First touch (SPEC 2): a fan without a sponsor gets the owner of the share link
     that brought it, when the rules allow (not itself, no loop); a sponsor, once set,
     never changes. Returns the fan's sponsor after. Does not commit."""
-    if sponsor_id is not None or via is None or via == fan_id:
+    if via is None or not first_touch_applies(fan_id, sponsor_id, via):
         return sponsor_id
     return via if assign_sponsor(session, fan_id, via, strict=False) else None
+
+
+def first_touch_applies(fan_id: str, sponsor_id: str | None, via: str | None) -> bool:
+    """Whether a sale to ``fan_id`` through ``via``'s link may give the fan a sponsor
+    (``sponsor_by_first_touch`` then tries; the loop rule may still refuse)."""
+    return sponsor_id is None and via is not None and via != fan_id
 
 
 def downline_counts(session: Session, fan_id: str) -> dict[int, int]:

@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from functools import cache
@@ -38,10 +38,11 @@ from sqlalchemy import (
     and_,
     bindparam,
     delete,
+    func,
     literal,
     select,
-    text,
 )
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
 from royalties.db import advisory_lock_sql, insert_or_ignore, lock_key, table, utcnow
@@ -111,6 +112,31 @@ def claim(
     return _decide(conn, row, row.free, client_id, key, scope, request_hash, now)
 
 
+def once(
+    session: Session,
+    work: Callable[[Claim], dict[str, Any]],
+    *,
+    client_id: str,
+    key: str | None,
+    scope: str,
+    request_hash: str,
+) -> tuple[dict[str, Any], bool]:
+    """Claim the key and run ``work`` under the claim (``work`` completes and commits),
+    or replay the key's recorded result: ``(result, replayed)``. A failed claim or a
+    replay ends the transaction the lookup opened."""
+    try:
+        outcome = claim(
+            session, client_id=client_id, key=key, scope=scope, request_hash=request_hash
+        )
+    except BaseException:
+        session.rollback()
+        raise
+    if isinstance(outcome, Replay):
+        session.rollback()  # nothing to run
+        return outcome.body, True
+    return work(outcome), False
+
+
 def claim_many(
     session: Session,
     *,
@@ -158,10 +184,17 @@ def claim_many(
     return [outcome for outcome in decided if outcome is not None]
 
 
-_TRY_LOCKS = text(
-    "SELECT pg_try_advisory_xact_lock(lock) FROM unnest(CAST(:locks AS BIGINT[]))"
-    " WITH ORDINALITY AS t(lock, place) ORDER BY place"
-)
+def _try_locks() -> Select[Any]:
+    """Each lock of ``:locks`` (an array) tried as ``claim`` tries one, in order."""
+    locks = (
+        func.unnest(bindparam("locks", type_=postgresql.ARRAY(BigInteger)))
+        .table_valued("lock", with_ordinality="place")
+        .render_derived(name="t")
+    )
+    return select(advisory_lock_sql(locks.c.lock, wait=False)).order_by(locks.c.place)
+
+
+_TRY_LOCKS = _try_locks()
 
 
 def _decide(

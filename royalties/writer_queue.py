@@ -71,7 +71,7 @@ class WriterQueue:
         """Wait for the writers before ``connection``; True when it now holds the queue
         (and must ``leave``), False when it does not queue (see the module docstring)."""
         if self._holder == id(connection):
-            return False  # already holds it (a BEGIN after a failed one)
+            return False  # still holds it: its last transaction ended in SQL, not commit()
         if self._holder_thread == threading.get_ident():
             return False  # this thread holds it through another connection
         fd = self._file()

@@ -55,6 +55,7 @@ from royalties.services.purchases import (
     SaleRequest,
     Upline,
     book,
+    buyer_identity,
     checked_sale,
     no_buyer,
     read_upline,
@@ -123,18 +124,6 @@ def _independent_run(sales: Sequence[BatchSale], start: int) -> list[BatchSale]:
     return run
 
 
-def _identity(ref: BuyerRef) -> tuple[str, str | None] | None:
-    """How the buyer is looked up (as ``sale_facts`` looks it up), or None when the
-    sale names none (it fails its checks)."""
-    if ref.fan_id is not None:
-        return "fan_id", ref.fan_id
-    if ref.email is not None:
-        return "email", graph.normalize_email(ref.email)
-    if ref.external_id is not None:
-        return "external_id", ref.external_id
-    return None
-
-
 @dataclass
 class _Planned:
     """A sale of the segment, checked, with what its booking needs."""
@@ -194,7 +183,7 @@ class _Batch:
                 continue
             sale = item.sale
             try:
-                identity = _identity(sale.buyer)  # checked first, as the single purchase does
+                identity = buyer_identity(sale.buyer)  # checked first, as the single purchase does
                 if identity is None:
                     raise no_buyer()
                 if identity in enrolled:
@@ -209,7 +198,9 @@ class _Batch:
             except RoyaltiesError as error:
                 outcomes.append(Outcome(error=error))
                 continue
-            if buyer is not None and _first_touch_may_apply(buyer, facts.link_owner):
+            if buyer is not None and graph.first_touch_applies(
+                buyer[0], buyer[1], facts.link_owner
+            ):
                 self.alone_next = True
                 break
             if buyer is None:
@@ -285,42 +276,31 @@ class _Batch:
 
     def alone(self, item: BatchSale) -> Outcome:
         """One sale in its own transaction, through ``record_purchase``."""
-        session = self.session
+        session, sale = self.session, item.sale
         try:
-            claimed = idempotency.claim(
+            body, replayed = idempotency.once(
                 session,
+                lambda claim: record_purchase(
+                    session,
+                    storefront_id=self.storefront_id,
+                    content_id=sale.content_id,
+                    amount=sale.amount,
+                    currency=sale.currency,
+                    buyer=sale.buyer,
+                    share_code=sale.share_code,
+                    fee_bps=self.fee_bps,
+                    client_ip_hash=sale.client_ip_hash,
+                    claim=claim,
+                ),
                 client_id=self.client_id,
                 key=item.key,
                 scope=self.scope,
                 request_hash=item.request_hash,
             )
-            if isinstance(claimed, idempotency.Replay):
-                session.rollback()
-                return Outcome(claimed.body, replayed=True)
-            sale = item.sale
-            body = record_purchase(
-                session,
-                storefront_id=self.storefront_id,
-                content_id=sale.content_id,
-                amount=sale.amount,
-                currency=sale.currency,
-                buyer=sale.buyer,
-                share_code=sale.share_code,
-                fee_bps=self.fee_bps,
-                client_ip_hash=sale.client_ip_hash,
-                claim=claimed,
-            )
-        except Exception as error:
+        except Exception as error:  # the sale's own answer; the next goes on
             session.rollback()
             return Outcome(error=error)
-        return Outcome(body)
-
-
-def _first_touch_may_apply(
-    buyer: tuple[str, str | None, str | None], link_owner: str | None
-) -> bool:
-    buyer_id, sponsor, _email = buyer
-    return sponsor is None and link_owner is not None and link_owner != buyer_id
+        return Outcome(body, replayed=replayed)
 
 
 def _buyers(
@@ -330,26 +310,20 @@ def _buyers(
     of naming (fan id, email, the storefront's external id)."""
     wanted: dict[str, set[str]] = {"fan_id": set(), "email": set(), "external_id": set()}
     for ref in refs:
-        identity = _identity(ref)
+        identity = buyer_identity(ref)
         if identity is not None and identity[1] is not None:
             wanted[identity[0]].add(identity[1])
     found: dict[tuple[str, str | None], tuple[str, str | None, str | None]] = {}
-    columns = (Fan.id, Fan.sponsor_id, Fan.email)
-    if wanted["fan_id"]:
-        for fan_id, sponsor, email in conn.execute(
-            select(*columns).where(Fan.id.in_(wanted["fan_id"]))
-        ):
-            found["fan_id", fan_id] = (fan_id, sponsor, email)
-    if wanted["email"]:
-        for fan_id, sponsor, email in conn.execute(
-            select(*columns).where(Fan.email.in_(wanted["email"]))
-        ):
-            found["email", email] = (fan_id, sponsor, email)
-    if wanted["external_id"]:
-        for fan_id, sponsor, email, external_id in conn.execute(
-            select(*columns, Fan.external_id).where(
-                Fan.storefront_id == storefront_id, Fan.external_id.in_(wanted["external_id"])
-            )
-        ):
-            found["external_id", external_id] = (fan_id, sponsor, email)
+    for kind, column in (
+        ("fan_id", Fan.id),
+        ("email", Fan.email),
+        ("external_id", Fan.external_id),
+    ):
+        if not wanted[kind]:
+            continue
+        query = select(Fan.id, Fan.sponsor_id, Fan.email, column).where(column.in_(wanted[kind]))
+        if kind == "external_id":  # a storefront's own names for its customers
+            query = query.where(Fan.storefront_id == storefront_id)
+        for fan_id, sponsor, email, value in conn.execute(query):
+            found[kind, value] = (fan_id, sponsor, email)
     return found

@@ -364,17 +364,10 @@ def sale_facts(
     latest), the share link's owner when the link is active and of the same artist,
     whether the link carries an active fraud signal, and the buyer if already a fan
     (``buyer`` None: no buyer read, its columns NULL)."""
-    value: str | None
-    if buyer is None:
-        kind, value = "fan_id", None
-    elif buyer.fan_id is not None:
-        kind, value = "fan_id", buyer.fan_id
-    elif buyer.email is not None:
-        kind, value = "email", graph.normalize_email(buyer.email)
-    elif buyer.external_id is not None:
-        kind, value = "external_id", buyer.external_id
-    else:
+    identity = ("fan_id", None) if buyer is None else buyer_identity(buyer)
+    if identity is None:
         raise no_buyer()
+    kind, value = identity
     return conn.execute(
         _sale_facts_query(kind),
         {
@@ -385,6 +378,18 @@ def sale_facts(
             "storefront_id": storefront_id,
         },
     ).first()
+
+
+def buyer_identity(ref: BuyerRef) -> tuple[str, str | None] | None:
+    """How the buyer is looked up: ``(kind, value)``, kind ``fan_id``, ``email``
+    (normalized) or ``external_id``; None when the sale names no buyer."""
+    if ref.fan_id is not None:
+        return "fan_id", ref.fan_id
+    if ref.email is not None:
+        return "email", graph.normalize_email(ref.email)
+    if ref.external_id is not None:
+        return "external_id", ref.external_id
+    return None
 
 
 def no_buyer() -> ValidationFailed:
