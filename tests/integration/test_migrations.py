@@ -477,3 +477,33 @@ def test_0010_adds_the_operator_audit_log_and_downgrades_cleanly(tmp_path, db_ur
             assert conn.execute(text("SELECT id FROM artists")).scalars().all() == ["art_a"]
         upgrade(url)
         engine.dispose()
+
+
+def test_0014_drops_the_events_created_at_index_keeps_the_events_and_downgrades(tmp_path, db_url):
+    """The index goes, the events stay; a downgrade builds it again over them."""
+    with second_database(tmp_path, db_url) as url:
+        upgrade(url, "0013")
+        engine = make_engine(url)
+
+        def indexes() -> set[str]:
+            return {ix["name"] for ix in inspect(engine).get_indexes("events")}
+
+        assert "ix_events_created_at" in indexes()
+        with engine.begin() as conn:
+            conn.execute(
+                text(
+                    "INSERT INTO events (id, type, created_at, body, fanned_out) VALUES "
+                    "('evt_a', 'purchase.recorded', '2026-12-01 09:00:00', '{}', false)"
+                )
+            )
+        upgrade(url, "0014")
+        assert "ix_events_created_at" not in indexes()
+        assert "ix_events_not_fanned_out" in indexes()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM events")).scalars().all() == ["evt_a"]
+        command.downgrade(alembic_config(url), "0013")
+        assert "ix_events_created_at" in indexes()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT id FROM events")).scalars().all() == ["evt_a"]
+        upgrade(url)
+        engine.dispose()
