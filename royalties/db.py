@@ -26,6 +26,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
 from functools import lru_cache
+from operator import itemgetter
 from typing import Any, cast
 
 from sqlalchemy import (
@@ -352,7 +353,7 @@ def _python_defaults(table: Table, columns: Sequence[str]) -> dict[str, Any]:
 def _sqlite_datetime(value: datetime | None) -> str | None:
     """A UTC timestamp as SQLAlchemy's SQLite ``DATETIME`` stores it (naive UTC text)."""
     naive = naive_utc(value)
-    return None if naive is None else f"{naive:%Y-%m-%d %H:%M:%S}.{naive.microsecond:06d}"
+    return None if naive is None else naive.isoformat(" ", "microseconds")
 
 
 @lru_cache(maxsize=64)
@@ -369,17 +370,29 @@ def _sqlite_rows_insert(table: Table, columns: tuple[str, ...], or_ignore: bool)
     order = tuple(compiled.positiontup or ())
     assert set(order) == {*columns, *defaults}, "every placeholder is a column or a default"
     stamps = tuple(i for i, name in enumerate(order) if isinstance(table.c[name].type, UTCDateTime))
+    if defaults:
 
-    def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
-        out = [
-            row[name]
-            if name not in defaults
-            else (defaults[name].arg if defaults[name].is_scalar else defaults[name].arg(None))
-            for name in order
-        ]
-        for i in stamps:
-            out[i] = _sqlite_datetime(out[i])
-        return tuple(out)
+        def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+            out = [
+                row[name]
+                if name not in defaults
+                else (defaults[name].arg if defaults[name].is_scalar else defaults[name].arg(None))
+                for name in order
+            ]
+            for i in stamps:
+                out[i] = _sqlite_datetime(out[i])
+            return tuple(out)
+
+    else:  # every column given: one C call per row (on SQLite this runs in the write lock)
+        pick = itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
+
+        def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
+            if not stamps:
+                return tuple(pick(row))
+            out = list(pick(row))
+            for i in stamps:
+                out[i] = _sqlite_datetime(out[i])
+            return tuple(out)
 
     return str(compiled), values
 
