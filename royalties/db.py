@@ -25,7 +25,7 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime
-from functools import lru_cache
+from functools import lru_cache, partial
 from operator import itemgetter
 from typing import Any, cast
 
@@ -274,8 +274,8 @@ def insert_rows(
     conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *, or_ignore: bool = False
 ) -> None:
     """Insert ``rows`` (dicts with the same keys; string, integer, boolean, UTC datetime
-    or NULL values), in order; ``or_ignore`` skips rows that would break a unique
-    constraint.
+    or NULL values, and a dict or list in a JSON column), in order; ``or_ignore`` skips
+    rows that would break a unique constraint.
 
     On PostgreSQL, one ``INSERT .. SELECT`` from the rows sent as one JSON parameter
     (``json_to_recordset``): an executemany runs one statement per row, each with its
@@ -299,17 +299,22 @@ def insert_rows(
 
 
 def insert_rows_returning(
-    conn: Connection, table: Table, rows: Sequence[Mapping[str, Any]], *returning: str
+    conn: Connection,
+    table: Table,
+    rows: Sequence[Mapping[str, Any]],
+    *returning: str,
+    or_ignore: bool = False,
 ) -> list[Any]:
     """``insert_rows`` on PostgreSQL (one statement, whatever the number of rows) that
-    returns the ``returning`` columns of each row inserted, in no promised order: the
-    caller matches them to its rows by a column it gave."""
+    returns the ``returning`` columns of each row inserted (``or_ignore``: of each row
+    not skipped), in no promised order: the caller matches them to its rows by a column
+    it gave."""
     if conn.dialect.name != "postgresql":
         raise NotImplementedError("insert_rows_returning is for PostgreSQL")
     if not rows:
         return []
     columns = tuple(rows[0])
-    stmt = _json_rows_insert("postgresql", table, columns, False)
+    stmt = _json_rows_insert("postgresql", table, columns, or_ignore)
     returned = stmt.returning(*(table.c[name] for name in returning))
     return list(conn.execute(returned, {"rows": _json_rows(table, columns, rows)}).all())
 
@@ -320,6 +325,9 @@ def _json_rows(
     """The rows as ``_json_rows_insert`` reads them: timestamps as naive UTC in ISO 8601,
     which PostgreSQL reads back exactly."""
     stamps = _timestamp_columns(table, columns)
+    for name in _json_columns(table, columns):
+        for row in rows:
+            _json_value(table, name, row[name])
     if not stamps:
         return list(rows)
     return [{**row, **{c: _naive_utc_text(row[c]) for c in stamps}} for row in rows]
@@ -331,10 +339,25 @@ def _rows_insert(dialect: str, table: Table, or_ignore: bool) -> Any:
 
 
 def _check_columns(table: Table, columns: Sequence[str]) -> None:
-    # The types both paths carry exactly (JSON: timestamps as text); a float JSON would not.
+    # The types both paths carry exactly (JSON: timestamps as text); a float column would
+    # not. A JSON column's value is stored as the text json.dumps makes of it, as
+    # SQLAlchemy stores it (on PostgreSQL: nested in the rows' JSON, the same text).
     for name in columns:
-        if not isinstance(table.c[name].type, String | Integer | Boolean | UTCDateTime):
+        if not isinstance(table.c[name].type, String | Integer | Boolean | UTCDateTime | JSON):
             raise TypeError(f"insert_rows cannot carry {table.name}.{name}")
+
+
+@lru_cache(maxsize=64)
+def _json_columns(table: Table, columns: tuple[str, ...]) -> tuple[str, ...]:
+    return tuple(name for name in columns if isinstance(table.c[name].type, JSON))
+
+
+def _json_value(table: Table, name: str, value: Any) -> Any:
+    """A JSON column's value; None is refused: SQLAlchemy stores it as JSON ``null``,
+    JSON-carried rows as SQL NULL, and either could be what the caller meant."""
+    if value is None:
+        raise TypeError(f"insert_rows: {table.name}.{name} is None (JSON null or SQL NULL?)")
+    return value
 
 
 def _python_defaults(table: Table, columns: Sequence[str]) -> dict[str, Any]:
@@ -348,6 +371,11 @@ def _python_defaults(table: Table, columns: Sequence[str]) -> dict[str, Any]:
             raise TypeError(f"insert_rows cannot compute the default of {table.name}.{col.name}")
         defaults[col.name] = default
     return defaults
+
+
+def _sqlite_json(table: Table, name: str, value: Any) -> str:
+    """A JSON column's value as SQLAlchemy's SQLite ``JSON`` stores it."""
+    return json.dumps(_json_value(table, name, value))
 
 
 def _sqlite_datetime(value: datetime | None) -> str | None:
@@ -369,7 +397,13 @@ def _sqlite_rows_insert(table: Table, columns: tuple[str, ...], or_ignore: bool)
     )
     order = tuple(compiled.positiontup or ())
     assert set(order) == {*columns, *defaults}, "every placeholder is a column or a default"
-    stamps = tuple(i for i, name in enumerate(order) if isinstance(table.c[name].type, UTCDateTime))
+    converters = tuple(
+        (i, _sqlite_datetime)
+        if isinstance(table.c[name].type, UTCDateTime)
+        else (i, partial(_sqlite_json, table, name))
+        for i, name in enumerate(order)
+        if isinstance(table.c[name].type, UTCDateTime | JSON)
+    )
     if defaults:
 
         def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
@@ -379,19 +413,19 @@ def _sqlite_rows_insert(table: Table, columns: tuple[str, ...], or_ignore: bool)
                 else (defaults[name].arg if defaults[name].is_scalar else defaults[name].arg(None))
                 for name in order
             ]
-            for i in stamps:
-                out[i] = _sqlite_datetime(out[i])
+            for i, convert in converters:
+                out[i] = convert(out[i])
             return tuple(out)
 
     else:  # every column given: one C call per row (on SQLite this runs in the write lock)
         pick = itemgetter(*order) if len(order) > 1 else lambda row: (row[order[0]],)
 
         def values(row: Mapping[str, Any]) -> tuple[Any, ...]:
-            if not stamps:
+            if not converters:
                 return tuple(pick(row))
             out = list(pick(row))
-            for i in stamps:
-                out[i] = _sqlite_datetime(out[i])
+            for i, convert in converters:
+                out[i] = convert(out[i])
             return tuple(out)
 
     return str(compiled), values

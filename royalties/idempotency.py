@@ -35,7 +35,9 @@ from sqlalchemy import (
     BigInteger,
     Connection,
     Select,
+    String,
     and_,
+    any_,
     bindparam,
     delete,
     func,
@@ -45,7 +47,14 @@ from sqlalchemy import (
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.orm import Session
 
-from royalties.db import advisory_lock_sql, insert_or_ignore, lock_key, table, utcnow
+from royalties.db import (
+    advisory_lock_sql,
+    insert_or_ignore,
+    insert_rows_returning,
+    lock_key,
+    table,
+    utcnow,
+)
 from royalties.errors import (
     IdempotencyError,
     IdempotencyInFlight,
@@ -159,11 +168,10 @@ def claim_many(
         except IdempotencyError as error:
             decided[place] = error
     conn = session.connection()
-    record = table(IdempotencyRecord)
     rows = {
         row.key: row
         for row in conn.execute(
-            select(record).where(record.c.client_id == client_id, record.c.key.in_(list(keys)))
+            _records(conn.dialect.name), {"client_id": client_id, "keys": list(keys)}
         )
     }
     free = dict.fromkeys(keys, True)
@@ -182,6 +190,19 @@ def claim_many(
         except IdempotencyError as error:
             decided[place] = error
     return [outcome for outcome in decided if outcome is not None]
+
+
+@cache
+def _records(dialect: str) -> Select[Any]:
+    """A client's records of the keys ``:keys``. On PostgreSQL the keys go as one array:
+    an ``IN`` of 500 placeholders is a statement text of its own each time, which the
+    driver parses anew and the server plans anew."""
+    record = table(IdempotencyRecord)
+    if dialect == "postgresql":
+        keys = record.c.key == any_(bindparam("keys", type_=postgresql.ARRAY(String)))
+    else:
+        keys = record.c.key.in_(bindparam("keys", expanding=True))
+    return select(record).where(record.c.client_id == bindparam("client_id"), keys)
 
 
 def _try_locks() -> Select[Any]:
@@ -270,21 +291,25 @@ def complete_all(session: Session, results: Sequence[tuple[Claim, dict[str, Any]
     if not results:
         return
     conn = session.connection()
-    stored = conn.execute(
-        _record(conn.dialect.name),
-        [
-            {
-                "client_id": claim.client_id,
-                "key": claim.key,
-                "scope": claim.scope,
-                "request_hash": claim.request_hash,
-                "state": "done",
-                "response_body": body,
-                "created_at": claim.created_at,
-            }
-            for claim, body in results
-        ],
-    ).all()
+    rows = [
+        {
+            "client_id": claim.client_id,
+            "key": claim.key,
+            "scope": claim.scope,
+            "request_hash": claim.request_hash,
+            "state": "done",
+            "response_body": body,
+            "created_at": claim.created_at,
+        }
+        for claim, body in results
+    ]
+    stored: Sequence[Any]
+    if conn.dialect.name == "postgresql" and len(rows) > 1:
+        # One JSON parameter: a multi-row VALUES of a batch's 3,500 placeholders is
+        # parsed anew by the driver and the server on every call.
+        stored = insert_rows_returning(conn, table(IdempotencyRecord), rows, "id", or_ignore=True)
+    else:
+        stored = conn.execute(_record(conn.dialect.name), rows).all()
     if len(stored) != len(results):
         raise IdempotencyInFlight("a request with this Idempotency-Key was processed meanwhile")
 

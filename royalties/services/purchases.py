@@ -30,7 +30,6 @@ from sqlalchemy import (
     String,
     and_,
     bindparam,
-    insert,
     literal,
     null,
     select,
@@ -46,7 +45,7 @@ from royalties.attribution import (
     level_one,
     split_sale,
 )
-from royalties.db import table, utcnow
+from royalties.db import insert_rows, table, utcnow
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.fraud import at_purchase
 from royalties.fraud.signals import carries_active_signal
@@ -63,9 +62,6 @@ from royalties.models import (
 )
 from royalties.money import check_amount, normalize_currency
 from royalties.services._tx import unit_of_work
-
-_INSERT_PURCHASE = insert(table(Purchase))
-_INSERT_REWARDS = insert(table(Reward))
 
 
 @dataclass(frozen=True)
@@ -340,10 +336,8 @@ def write_bookings(session: Session, bookings: Sequence[Booking]) -> None:
     if not bookings:
         return
     conn = session.connection()
-    conn.execute(_INSERT_PURCHASE, [booking.purchase for booking in bookings])
-    reward_rows = [row for booking in bookings for row in booking.reward_rows]
-    if reward_rows:
-        conn.execute(_INSERT_REWARDS, reward_rows)
+    insert_rows(conn, table(Purchase), [booking.purchase for booking in bookings])
+    insert_rows(conn, table(Reward), [row for booking in bookings for row in booking.reward_rows])
     ledger.post_many(session, [booking.posting for booking in bookings])
     events.record_all(session, [event for booking in bookings for event in booking.events])
     idempotency.complete_all(

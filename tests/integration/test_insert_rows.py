@@ -5,11 +5,17 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
-from sqlalchemy import insert, select, text
+from sqlalchemy import Column, Float, Integer, MetaData, Table, insert, select, text
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from royalties.db import insert_rows, table, utcnow
-from royalties.models import LedgerAccount, LedgerEntry, LedgerTransaction, Purchase
+from royalties.db import insert_rows, insert_rows_returning, table, utcnow
+from royalties.models import (
+    IdempotencyRecord,
+    LedgerAccount,
+    LedgerEntry,
+    LedgerTransaction,
+    Purchase,
+)
 from royalties.models.events import Event
 
 BIG = 10**12 * 9  # far beyond 32 bits: JSON must carry it exactly
@@ -76,8 +82,38 @@ def test_nothing_to_insert_is_no_statement(session):
 
 
 def test_columns_it_cannot_carry_exactly_are_refused(session):
-    with pytest.raises(TypeError, match="chain"):
+    floats = Table(
+        "floats", MetaData(), Column("id", Integer, primary_key=True), Column("x", Float)
+    )
+    with pytest.raises(TypeError, match=r"cannot carry floats\.x"):
+        insert_rows(session.connection(), floats, [{"id": 1, "x": 0.1}])
+    # None in a JSON column: SQLAlchemy would store JSON null, the JSON path SQL NULL.
+    with pytest.raises(TypeError, match="chain is None"):
         insert_rows(session.connection(), table(Purchase), [{"id": "p", "chain": None}])
+    session.rollback()
+
+
+def test_json_columns_are_stored_as_sqlalchemys_own_insert_stores_them(session):
+    """To the stored text, nested floats, nulls, quotes and non-ASCII included; read back
+    equal; through insert_rows_returning (PostgreSQL) as well."""
+    conn = session.connection()
+    value = {"a": 1.5, "b": [1, 'q"\u00e9\u2603', None], "c": {"d": 10**15}}
+    row = {"client_id": "c", "scope": "s", "request_hash": "h", "state": "done"}
+    row |= {"response_body": value, "created_at": utcnow()}
+    insert_rows(conn, table(IdempotencyRecord), [{**row, "key": "mine"}])
+    conn.execute(insert(table(IdempotencyRecord)), {**row, "key": "theirs"})
+    if conn.dialect.name == "postgresql":
+        returned = insert_rows_returning(
+            conn, table(IdempotencyRecord), [{**row, "key": "back"}], "id", or_ignore=True
+        )
+        assert len(returned) == 1
+    got = dict(
+        conn.execute(text("SELECT key, CAST(response_body AS TEXT) FROM idempotency_records")).all()
+    )
+    assert got["mine"] == got["theirs"] == got.get("back", got["mine"])
+    bodies = session.scalars(select(IdempotencyRecord.response_body)).all()
+    assert bodies == [value] * len(got)
+    session.rollback()
 
 
 def test_utc_timestamps_and_booleans_come_back_exactly(session):
