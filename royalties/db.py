@@ -96,6 +96,8 @@ def naive_utc(value: datetime | None) -> datetime | None:
     refused: which zone it meant is unknown."""
     if value is None:
         return None
+    if value.tzinfo is UTC:  # the usual case (utcnow, values read back): no conversion
+        return value.replace(tzinfo=None)
     if value.tzinfo is None:
         raise ValueError("naive datetime given to a UTC column")
     return value.astimezone(UTC).replace(tzinfo=None)
