@@ -148,7 +148,8 @@ def link_with_stats(session: Session, code: str) -> tuple[ShareLink, int]:
 
 def _click_statements() -> tuple[Any, Any, Any]:
     """The click's statements, built once: its target's URL, its INSERT, and on
-    PostgreSQL both in one (a data-modifying CTE: one round trip)."""
+    PostgreSQL both in one (a data-modifying CTE: one round trip) that also tells the
+    commit not to wait for the WAL flush."""
     target = (
         select(Content.storefront_url)
         .join_from(ShareLink, Content, ShareLink.content_id == Content.id)
@@ -163,7 +164,11 @@ def _click_statements() -> tuple[Any, Any, Any]:
         bindparam("user_agent", type_=String),
     ).select_from(found)
     recorded = record.from_select(["code", "at", "ip_hash", "user_agent"], values)
-    both = select(found.c.storefront_url).add_cte(recorded.cte("recorded"))
+    # A click's commit need not wait for the disk (this transaction only): a crash of
+    # PostgreSQL may lose the last second's clicks, counters with no money in them, and
+    # each click's commit costs no WAL flush (bench/purchases.py: clicks/s +34%).
+    relaxed = func.set_config("synchronous_commit", "off", True)
+    both = select(found.c.storefront_url, relaxed).add_cte(recorded.cte("recorded"))
     return target, record, both
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import event, func, select
 
 from royalties import graph
 from royalties.errors import Conflict, Forbidden, NotFound
@@ -83,6 +83,23 @@ def test_a_click_returns_the_target_and_records_one_row(session, world):
     target = links.resolve_click(session, code=code, ip_hash="h" * 64, user_agent="ua")
     assert target == f"https://shop.test/song?x=1&ref={code}"
     session.rollback()  # the click was committed by the service, not left pending
+    assert click_count(session, code) == 1
+
+
+@pytest.mark.postgres
+def test_only_a_clicks_commit_skips_waiting_for_the_disk(session, world):
+    """The click's transaction commits with synchronous_commit off, for itself only: the
+    link's creation before it and the next transaction wait for the WAL flush."""
+    seen: list[str] = []
+
+    @event.listens_for(session, "before_commit")
+    def setting(s):
+        seen.append(s.connection().exec_driver_sql("SHOW synchronous_commit").scalar())
+
+    code = new_link(session, world).code  # the service commits
+    assert links.resolve_click(session, code=code, ip_hash="h" * 64, user_agent="ua")
+    session.commit()  # a transaction of its own after the click's
+    assert seen == ["on", "off", "on"]
     assert click_count(session, code) == 1
 
 
