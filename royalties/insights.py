@@ -348,20 +348,50 @@ def program_return(
         else:
             direct_revenue += amount - refunded
             direct_sales += refunded < amount
-    currencies.discard("")
+    return return_figures(
+        Totals(attributed_revenue, direct_revenue, rewards, attributed_sales, direct_sales),
+        currencies,
+        start=start,
+        end=end,
+    )
+
+
+class Totals(NamedTuple):
+    """What ``program_return`` adds up over sales (revenue net of refunds, rewards net of
+    reversals, sales not refunded in full), however they were added up."""
+
+    attributed_revenue: int
+    direct_revenue: int
+    rewards: int
+    attributed_sales: int
+    direct_sales: int
+
+
+def return_figures(
+    totals: Totals,
+    currencies: Iterable[str],
+    *,
+    start: datetime | None = None,
+    end: datetime | None = None,
+) -> dict[str, Any]:
+    """``program_return``'s answer from its totals: the one home of its formulas, for
+    the sums made here and those the database makes (``royalties.services.insights``)."""
+    rewards, attributed_sales = totals.rewards, totals.attributed_sales
     return {
         "from": _iso(start),
         "to": _iso(end),
-        "attributed_revenue": attributed_revenue,
-        "direct_revenue": direct_revenue,
+        "attributed_revenue": totals.attributed_revenue,
+        "direct_revenue": totals.direct_revenue,
         "rewards": rewards,
         "attributed_sales": attributed_sales,
-        "direct_sales": direct_sales,
+        "direct_sales": totals.direct_sales,
         "reward_cost_per_attributed_sale": (
             rewards // attributed_sales if attributed_sales else None
         ),
-        "return_bps": (attributed_revenue - rewards) * 10_000 // rewards if rewards else None,
-        "currencies": sorted(currencies),
+        "return_bps": (
+            (totals.attributed_revenue - rewards) * 10_000 // rewards if rewards else None
+        ),
+        "currencies": sorted(set(currencies) - {""}),
     }
 
 
@@ -431,8 +461,12 @@ def largest_cascades(sales: Iterable[Sale], n: int = 10) -> list[dict[str, Any]]
     ]
 
 
-def simulate_plan(sales: Iterable[Sale], level_rates_bps: Sequence[object]) -> dict[str, Any]:
-    """What another plan would have paid on these sales, per level, gross of refunds.
+def simulate_plan(
+    sales: Iterable[Sale], level_rates_bps: Sequence[object], *, actual_rewards: int | None = None
+) -> dict[str, Any]:
+    """What another plan would have paid on these sales, per level, gross of refunds,
+    against what was booked on them: ``actual_rewards`` when given (summed by the
+    database: the sales' reward fields are not read), else their ``rewards`` summed.
 
     Raises PlanError (naming ``level_rates_bps``) for a plan SPEC section 4 refuses."""
     rates, _ = validate_plan(level_rates_bps, DEFAULT_HOLD_DAYS)
@@ -456,6 +490,8 @@ def simulate_plan(sales: Iterable[Sale], level_rates_bps: Sequence[object]) -> d
         else:
             shape[1] += 1
     currencies.discard("")
+    if actual_rewards is not None:
+        actual = actual_rewards
     for sale, times in shapes.values():
         for line in split_sale(sale.amount, rates, sale.chain, sale.buyer_id).rewards:
             amounts[line.level - 1] += line.amount * times

@@ -16,13 +16,15 @@ module reads the rows it needs and caches the result.
 
 from __future__ import annotations
 
+import gc
 import json
 from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 from typing import Any
 
-from sqlalchemy import String, Text, cast, func, select
+from sqlalchemy import ColumnElement, String, Text, case, cast, func, select
 from sqlalchemy.orm import Session
 
 from royalties import insights, rewards
@@ -40,6 +42,21 @@ _ROWS = 10_000  # rows fetched at a time by the batch reads
 _SOURCE = "_source"  # what the cached figures were computed from; never returned
 # Bumped when the figures' shape changes, so a cache of the old shape is recomputed.
 _SHAPE = 2
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """A batch read and analysis builds millions of objects and frees few: CPython's
+    cycle collector would walk them again and again as they pile up (a third of the
+    time of ``program_return`` at 1M fans, ``bench/insights.py``). Paused meanwhile;
+    the objects are reference counted as ever, and cycles wait for the next run."""
+    paused = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if paused:
+            gc.enable()
 
 
 def artist_insights(
@@ -71,23 +88,25 @@ def artist_insights(
         session.rollback()
         return data
 
-    sales = _load_sales(session, artist_id)
-    rewards_by_fan = _rewards_by_fan(session, artist_id)
-    sponsors, handles = _load_uplines(session, insights.involved_fans(sales))
-    session.rollback()
+    with _collector_paused():
+        sales = _load_sales(session, artist_id)
+        rewards_by_fan = _rewards_by_fan(session, artist_id)
+        sponsors, handles = _load_uplines(session, insights.involved_fans(sales))
+        session.rollback()
 
-    found = insights.analyse(
-        sales, sponsors, handles=handles, rewards_by_fan=rewards_by_fan, top=top
-    )
-    data = {
-        "artist_id": artist_id,
-        "computed_at": now.isoformat(),
-        "graph": found["graph"],
-        "top": found["top"],
-        "roi": insights.program_return(sales),
-        "series": insights.daily_series(sales),
-        "picture": found["picture"],
-    }
+        found = insights.analyse(
+            sales, sponsors, handles=handles, rewards_by_fan=rewards_by_fan, top=top
+        )
+        data = {
+            "artist_id": artist_id,
+            "computed_at": now.isoformat(),
+            "graph": found["graph"],
+            "top": found["top"],
+            "roi": insights.program_return(sales),
+            "series": insights.daily_series(sales),
+            "picture": found["picture"],
+        }
+        del sales, rewards_by_fan, sponsors, handles, found
     source = {"refunded": refunded, "top": top, "shape": _SHAPE}
     _store(session, artist_id, now, count, {**data, _SOURCE: source})
     return data
@@ -106,9 +125,32 @@ def program_return(
     start, end = _period(start, end)
     _snapshot(session)
     get_artist(session, artist_id)
-    sales = _load_sales(session, artist_id, start=start, end=end)
+    period = _sales_of(artist_id, start, end)
+    # The database adds it all up (a scan of the sales and one of their rewards): no
+    # sale is read into Python. The formulas are insights.return_figures'.
+    attributed = func.json_array_length(Purchase.chain) > 0
+    kept = case((Purchase.refunded_amount < Purchase.amount, 1), else_=0)
+    by_kind = {
+        bool(is_attributed): (int(revenue or 0), int(sold or 0))
+        for is_attributed, revenue, sold in session.execute(
+            select(attributed, func.sum(Purchase.amount - Purchase.refunded_amount), func.sum(kept))
+            .where(*period)
+            .group_by(attributed)
+        )
+    }
+    net_rewards = session.scalar(
+        select(func.coalesce(func.sum(rewards.counted_net()), 0))
+        .join_from(Purchase, Reward, Reward.purchase_id == Purchase.id)
+        .where(*period)
+    )
+    currencies = session.scalars(select(Purchase.currency).where(*period).distinct()).all()
     session.rollback()
-    return insights.program_return(sales, start=start, end=end)
+    (attributed_revenue, attributed_sales) = by_kind.get(True, (0, 0))
+    (direct_revenue, direct_sales) = by_kind.get(False, (0, 0))
+    totals = insights.Totals(
+        attributed_revenue, direct_revenue, int(net_rewards or 0), attributed_sales, direct_sales
+    )
+    return insights.return_figures(totals, currencies, start=start, end=end)
 
 
 def simulate(session: Session, artist_id: str, level_rates_bps: list[int]) -> dict[str, Any]:
@@ -119,9 +161,15 @@ def simulate(session: Session, artist_id: str, level_rates_bps: list[int]) -> di
     validate_plan(level_rates_bps, DEFAULT_HOLD_DAYS)
     _snapshot(session)
     get_artist(session, artist_id)
-    sales = _load_sales(session, artist_id)
-    session.rollback()
-    return insights.simulate_plan(sales, level_rates_bps)
+    with _collector_paused():
+        sales = _load_chains(session, artist_id)
+        actual = session.scalar(
+            select(func.coalesce(func.sum(rewards.counted()), 0))
+            .join_from(Purchase, Reward, Reward.purchase_id == Purchase.id)
+            .where(*_sales_of(artist_id))
+        )
+        session.rollback()
+        return insights.simulate_plan(sales, level_rates_bps, actual_rewards=int(actual or 0))
 
 
 def fan_lifetime_value(session: Session, fan_id: str) -> int:
@@ -188,11 +236,7 @@ def _load_sales(
     (many buyers share a sponsor's chain) into tuples of shared fan ids; the timestamp
     read as ISO 8601 text (the column holds naive UTC) and parsed by
     ``datetime.fromisoformat``."""
-    period = [Purchase.artist_id == artist_id]
-    if start is not None:
-        period.append(Purchase.created_at >= start)
-    if end is not None:
-        period.append(Purchase.created_at < end)
+    period = _sales_of(artist_id, start, end)
     rows = session.connection().execute(
         select(
             Purchase.id,
@@ -206,8 +250,7 @@ def _load_sales(
             Purchase.currency,
         ).where(*period)
     )
-    fans: dict[str, str] = {}  # one string per fan id, however many sales name it
-    chains: dict[str | None, tuple[str, ...]] = {None: ()}
+    chains = _ChainCache()  # one string per fan id, however many sales name it
     parse = datetime.fromisoformat
     sales = []
     for purchase_id, buyer, amount, chain_text, at, refunded, paid, back, currency in (
@@ -215,16 +258,12 @@ def _load_sales(
         for part in rows.partitions(_ROWS)
         for row in part  # fetchmany, not row by row
     ):
-        chain = chains.get(chain_text)
-        if chain is None:
-            chain = tuple(fans.setdefault(fan, fan) for fan in json.loads(chain_text) or ())
-            chains[chain_text] = chain
         sales.append(
             Sale(
                 purchase_id,
-                fans.setdefault(buyer, buyer),
+                chains.fan(buyer),
                 amount,
-                chain,
+                chains.get(chain_text),
                 parse(at + "+00:00"),  # aware UTC, without a slow ``replace(tzinfo=)``
                 refunded,
                 int(paid),
@@ -233,6 +272,58 @@ def _load_sales(
             )
         )
     return sales
+
+
+_NO_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def _load_chains(session: Session, artist_id: str) -> list[Sale]:
+    """The artist's sales as the simulator reads them: amount, buyer, stored chain and
+    currency only (id and time left blank, no reward sums: a third of the cost of
+    :func:`_load_sales`)."""
+    rows = session.connection().execute(
+        select(
+            Purchase.buyer_id, Purchase.amount, cast(Purchase.chain, Text), Purchase.currency
+        ).where(*_sales_of(artist_id))
+    )
+    chains = _ChainCache()
+    return [
+        Sale("", chains.fan(buyer), amount, chains.get(chain_text), _NO_TIME, currency=currency)
+        for part in rows.partitions(_ROWS)
+        for buyer, amount, chain_text, currency in part
+    ]
+
+
+class _ChainCache:
+    """Stored chains decoded once per distinct text (many buyers share a sponsor's
+    chain) into tuples of shared fan id strings."""
+
+    def __init__(self) -> None:
+        self._fans: dict[str, str] = {}
+        self._chains: dict[str | None, tuple[str, ...]] = {None: ()}
+
+    def fan(self, fan_id: str) -> str:
+        return self._fans.setdefault(fan_id, fan_id)
+
+    def get(self, text: str | None) -> tuple[str, ...]:
+        chain = self._chains.get(text)
+        if chain is None:
+            fans = self._fans
+            chain = tuple([fans.setdefault(fan, fan) for fan in json.loads(text or "[]") or ()])
+            self._chains[text] = chain
+        return chain
+
+
+def _sales_of(
+    artist_id: str, start: datetime | None = None, end: datetime | None = None
+) -> list[ColumnElement[bool]]:
+    """SQL: the artist's sales recorded in [start, end)."""
+    period = [Purchase.artist_id == artist_id]
+    if start is not None:
+        period.append(Purchase.created_at >= start)
+    if end is not None:
+        period.append(Purchase.created_at < end)
+    return period
 
 
 def _per_sale(counted: Any) -> Any:

@@ -8,6 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import update
 
+from royalties import insights as analytics
 from royalties.errors import NotFound, PlanError, ValidationFailed
 from royalties.models import InsightsCache, Reward
 from royalties.services import insights
@@ -203,3 +204,50 @@ def test_a_fans_lifetime_value_adds_its_own_purchases_to_what_it_brought_in(worl
     assert insights.fan_lifetime_value(session, f1) == 700
     with pytest.raises(NotFound):
         insights.fan_lifetime_value(session, "fan_doesnotexist")
+
+
+def test_program_return_and_the_simulator_sum_in_sql_what_the_sales_sum_to(world, session, build):
+    """The services add up in SQL what insights.program_return and simulate_plan add up
+    over the sales: the same answers for any period, with refunds (part and whole), a
+    rejected reward, direct sales, a fan buying through its own upline, and an artist
+    with no sales."""
+    first = world.sell(at=T0)
+    whole = world.sell(at=T0 + timedelta(hours=5))
+    world.sell(code=False, amount=700, at=T0 + timedelta(days=1))
+    gone = world.sell(code=False, amount=300, at=T0 + timedelta(days=2))
+    record_purchase(  # F6 buys: attributed to its upline, F6 holds no position in it
+        session,
+        storefront_id=world.shop,
+        content_id=world.item.id,
+        amount=800,
+        currency="USD",
+        buyer=BuyerRef(fan_id=world.fans[-1]),
+        now=T0 + timedelta(days=3),
+    )
+    world.refund(first, 1000)
+    world.refund(whole, 1999)
+    world.refund(gone, 300)
+    rejected = update(Reward).where(Reward.purchase_id == first["id"], Reward.level == 2)
+    session.execute(rejected.values(review_state="rejected"))
+    session.commit()
+    moments = [None, T0, T0 + timedelta(hours=5), T0 + timedelta(days=1), T0 + timedelta(days=9)]
+    for start in moments:
+        for end in moments:
+            if start is not None and end is not None and start > end:
+                continue
+            summed = insights.program_return(session, world.artist, start=start, end=end)
+            sales = insights._load_sales(session, world.artist, start=start, end=end)
+            session.rollback()
+            assert summed == analytics.program_return(sales, start=start, end=end), (start, end)
+    # The simulator reads only chains and sums what was booked in SQL: the same answer.
+    sales = insights._load_sales(session, world.artist)
+    session.rollback()
+    for plan in ([1000, 500], [500] * 5, [2000]):
+        assert insights.simulate(session, world.artist, plan) == analytics.simulate_plan(
+            sales, plan
+        )
+    everything = insights.program_return(session, world.artist)
+    assert (everything["attributed_sales"], everything["direct_sales"]) == (2, 1)
+    assert everything["currencies"] == ["USD"]
+    nothing = insights.program_return(session, build.artist("Nobody"))
+    assert (nothing["rewards"], nothing["return_bps"], nothing["currencies"]) == (0, None, [])
