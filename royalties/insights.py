@@ -309,18 +309,36 @@ def revenue_by_fan(sales: Iterable[Sale]) -> Revenue:
     level1: dict[str, int] = {}
     any_level: dict[str, int] = {}
     spent: dict[str, int] = {}
-    for sale in sales:  # the hottest loop of a batch run: plain dicts, no properties
+
+    def credit(chain: tuple[str, ...], net: int, buyer: str | None) -> None:
+        if chain[0] != buyer:
+            level1[chain[0]] = level1.get(chain[0], 0) + net
+        for fan in chain:
+            if fan != buyer:
+                any_level[fan] = any_level.get(fan, 0) + net
+
+    # The hottest loop of a batch run: plain dicts, no properties. Many sales share one
+    # stored chain (the readers share the tuple), so their revenue is summed per chain
+    # first and credited up each chain once; sums of integers, so the figures are the
+    # same. A buyer holding a position in its own chain is credited sale by sale.
+    by_chain: dict[int, list[Any]] = {}
+    for sale in sales:
         net = sale.amount - sale.refunded_amount
         buyer = sale.buyer_id
         spent[buyer] = spent.get(buyer, 0) + net
         chain = sale.chain
         if not chain:
             continue
-        if chain[0] != buyer:
-            level1[chain[0]] = level1.get(chain[0], 0) + net
-        for fan in chain:
-            if fan != buyer:
-                any_level[fan] = any_level.get(fan, 0) + net
+        if buyer in chain:
+            credit(chain, net, buyer)
+            continue
+        group = by_chain.get(id(chain))  # the group holds the tuple: its id stays its own
+        if group is None:
+            by_chain[id(chain)] = [chain, net]
+        else:
+            group[1] += net
+    for chain, net in by_chain.values():
+        credit(chain, net, None)
     return Revenue(level1, any_level, spent)
 
 
@@ -441,13 +459,28 @@ def largest_cascades(sales: Iterable[Sale], n: int = 10) -> list[dict[str, Any]]
     def rank(sale: Sale) -> tuple[int, int, datetime, str]:
         return (-len(sale.chain), sale.refunded_amount - sale.amount, sale.created_at, sale.id)
 
+    # First per chain tuple (the readers share one per stored chain: its id is a cheap
+    # key, and the group holds the tuple so the id stays its own), each sale ranked
+    # only against its chain's best so far (same chain, same depth); then equal
+    # chains held in different tuples are merged.
+    groups: dict[int, list[Any]] = {}  # id -> [chain, sales carried, best's rank, best]
+    for sale in sales:
+        chain = sale.chain
+        if not chain:
+            continue
+        key = (sale.refunded_amount - sale.amount, sale.created_at, sale.id)
+        group = groups.get(id(chain))
+        if group is None:
+            groups[id(chain)] = [chain, 1, key, sale]
+        else:
+            group[1] += 1
+            if key < group[2]:
+                group[2], group[3] = key, sale
     best: dict[tuple[str, ...], Sale] = {}
     carried: dict[tuple[str, ...], int] = {}
-    for sale in sales:
-        if not sale.chain:
-            continue
-        chain = tuple(sale.chain)
-        carried[chain] = carried.get(chain, 0) + 1
+    for chain, count, _key, sale in groups.values():
+        chain = tuple(chain)
+        carried[chain] = carried.get(chain, 0) + count
         if chain not in best or rank(sale) < rank(best[chain]):
             best[chain] = sale
     return [

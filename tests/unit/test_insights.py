@@ -230,6 +230,73 @@ def test_revenue_per_fan_counts_level_one_any_level_and_own_spending_but_not_own
     assert insights.lifetime_value(sales, "a") == 12700
 
 
+@pytest.mark.parametrize("seed", range(5))
+def test_revenue_per_fan_summed_per_shared_chain_equals_crediting_each_sale(seed):
+    """Sales share chain tuples (as the readers hand them out), some chains are equal
+    but other tuples, some buyers sit in their own chain: the figures are those of
+    crediting every sale up its chain one by one."""
+    rng = random.Random(seed)
+    fans = [f"f{i}" for i in range(12)]
+    pool = [tuple(rng.sample(fans, rng.randint(1, 5))) for _ in range(15)]
+    sales = []
+    for n in range(400):
+        chain = rng.choice([*pool, ()])
+        if rng.random() < 0.2:
+            chain = tuple(list(chain))  # equal, not the same tuple
+        buyer = rng.choice([*fans, "b1", "b2", "b3"])
+        amount = rng.randint(1, 5000)
+        sales.append(sale(f"s{n}", chain, amount, buyer=buyer, refunded=rng.randint(0, amount)))
+    level1, any_level, spent = {}, {}, {}
+    for one in sales:
+        net = one.amount - one.refunded_amount
+        spent[one.buyer_id] = spent.get(one.buyer_id, 0) + net
+        for place, fan in enumerate(one.chain):
+            if fan == one.buyer_id:
+                continue
+            any_level[fan] = any_level.get(fan, 0) + net
+            if place == 0:
+                level1[fan] = level1.get(fan, 0) + net
+    money = insights.revenue_by_fan(sales)
+    assert (money.level1, money.any_level, money.spent) == (level1, any_level, spent)
+    assert any(one.buyer_id in one.chain for one in sales)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_the_largest_cascades_of_shared_and_equal_chain_tuples_are_those_sale_by_sale(seed):
+    """Chains shared as one tuple and equal chains in other tuples: each chain once,
+    named by the sale ranking first, as when every sale is ranked on its own."""
+    rng = random.Random(seed)
+    fans = [f"f{i}" for i in range(10)]
+    pool = [tuple(rng.sample(fans, rng.randint(1, 5))) for _ in range(25)]
+    sales = []
+    for n in range(300):
+        chain = rng.choice(pool)
+        if rng.random() < 0.3:
+            chain = tuple(list(chain))
+        amount = rng.choice([500, 1000, 2000])
+        at = T0 + timedelta(minutes=rng.randrange(50))
+        sales.append(sale(f"s{n:03}", chain, amount, refunded=rng.choice([0, 100]), at=at))
+
+    def rank(one):
+        return (-len(one.chain), one.refunded_amount - one.amount, one.created_at, one.id)
+
+    best, carried = {}, {}
+    for one in sales:
+        carried[one.chain] = carried.get(one.chain, 0) + 1
+        if one.chain not in best or rank(one) < rank(best[one.chain]):
+            best[one.chain] = one
+    expected = [
+        {
+            "purchase_id": one.id,
+            "levels": len(one.chain),
+            "fan_ids": list(one.chain),
+            "sales": carried[one.chain],
+        }
+        for one in sorted(best.values(), key=rank)[:10]
+    ]
+    assert insights.largest_cascades(sales, 10) == expected
+
+
 def test_the_daily_series_is_ascending_fills_quiet_days_and_narrows_to_a_period():
     series = insights.daily_series(worked_example())
     assert series == [
