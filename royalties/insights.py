@@ -220,9 +220,18 @@ def downline_by_level(
 ) -> dict[str, list[int]]:
     """For each fan, how many fans of the graph sit 1, 2, .. ``levels`` links below it."""
     forest = forest or Forest.of(graph)
-    links = forest.edges if forest is not None else graph.edges
-    sponsor_of = {fan: sponsor for sponsor, fan in links}
     counts = {node: [0] * levels for node in graph}
+    if forest is not None:
+        # Bottom-up: the edges are in pre-order, so backwards every fan's own downline is
+        # counted before its sponsor adds it one level lower (an edge each, not a walk
+        # of five sponsors per fan).
+        for sponsor, fan in reversed(forest.edges):
+            above, below = counts[sponsor], counts[fan]
+            above[0] += 1
+            for level in range(1, levels):
+                above[level] += below[level - 1]
+        return counts
+    sponsor_of = {fan: sponsor for sponsor, fan in graph.edges}
     for fan in graph:
         node = fan
         for level in range(levels):

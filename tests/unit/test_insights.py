@@ -60,6 +60,28 @@ def test_downline_counts_per_level_on_a_small_tree_stop_at_five_levels():
     assert insights.depths(insights.referral_graph(sponsor_of))["h"] == 6
 
 
+@pytest.mark.parametrize("seed", range(6))
+def test_downline_per_level_equals_networkx_distances_on_random_forests_and_a_loop(seed):
+    sponsor_of = random_forest(seed, 300)
+    if seed % 2:  # a loop of sponsor links: the fallback walk, off the forest
+        sponsor_of |= {"x": "y", "y": "z", "z": "x", "w": "x"}
+    graph = insights.referral_graph(sponsor_of)
+    links = insights.Links.of(sponsor_of)
+    forest = links.forest()
+    assert (forest is None) == bool(seed % 2)
+    counts = (
+        insights.downline_by_level(links.nodes, forest=forest)
+        if forest is not None
+        else insights.downline_by_level(graph)
+    )
+    for fan in graph:
+        at = nx.single_source_shortest_path_length(graph, fan, cutoff=5)
+        expected = [sum(1 for d in at.values() if d == level) for level in range(1, 6)]
+        if seed % 2 and fan in "xyzw":
+            continue  # on a loop "below" has no meaning; the walk stops going round
+        assert counts[fan] == expected, fan
+
+
 def test_the_fan_joining_two_big_groups_to_its_own_upline_has_the_highest_betweenness():
     sponsor_of: dict[str, str | None] = {"root": None, "broker": "root", "h1": "broker"}
     sponsor_of["h2"] = "broker"
