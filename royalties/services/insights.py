@@ -138,17 +138,13 @@ def program_return(
             .group_by(attributed)
         )
     }
-    net_rewards = session.scalar(
-        select(func.coalesce(func.sum(rewards.counted_net()), 0))
-        .join_from(Purchase, Reward, Reward.purchase_id == Purchase.id)
-        .where(*period)
-    )
+    net_rewards = _rewards_total(session, rewards.counted_net(), period)
     currencies = session.scalars(select(Purchase.currency).where(*period).distinct()).all()
     session.rollback()
     (attributed_revenue, attributed_sales) = by_kind.get(True, (0, 0))
     (direct_revenue, direct_sales) = by_kind.get(False, (0, 0))
     totals = insights.Totals(
-        attributed_revenue, direct_revenue, int(net_rewards or 0), attributed_sales, direct_sales
+        attributed_revenue, direct_revenue, net_rewards, attributed_sales, direct_sales
     )
     return insights.return_figures(totals, currencies, start=start, end=end)
 
@@ -163,13 +159,9 @@ def simulate(session: Session, artist_id: str, level_rates_bps: list[int]) -> di
     get_artist(session, artist_id)
     with _collector_paused():
         sales = _load_chains(session, artist_id)
-        actual = session.scalar(
-            select(func.coalesce(func.sum(rewards.counted()), 0))
-            .join_from(Purchase, Reward, Reward.purchase_id == Purchase.id)
-            .where(*_sales_of(artist_id))
-        )
+        actual = _rewards_total(session, rewards.counted(), _sales_of(artist_id))
         session.rollback()
-        return insights.simulate_plan(sales, level_rates_bps, actual_rewards=int(actual or 0))
+        return insights.simulate_plan(sales, level_rates_bps, actual_rewards=actual)
 
 
 def fan_lifetime_value(session: Session, fan_id: str) -> int:
@@ -324,6 +316,18 @@ def _sales_of(
     if end is not None:
         period.append(Purchase.created_at < end)
     return period
+
+
+def _rewards_total(
+    session: Session, counted: ColumnElement[Any], sales: list[ColumnElement[bool]]
+) -> int:
+    """The sum of ``counted`` over every reward of the ``sales`` (a :func:`_sales_of`)."""
+    total = session.scalar(
+        select(func.coalesce(func.sum(counted), 0))
+        .join_from(Purchase, Reward, Reward.purchase_id == Purchase.id)
+        .where(*sales)
+    )
+    return int(total or 0)
 
 
 def _per_sale(counted: Any) -> Any:

@@ -336,7 +336,7 @@ def replay(
 
 def first_seq_since(session: Session, since: datetime) -> int:
     """A ``seq`` before which no event has ``created_at >= since``: a binary search over
-    the primary key (a dozen lookups per million events), so that ``created_at`` needs no
+    the primary key (about twenty lookups per million events), so that ``created_at`` needs no
     index that every sale would pay for.
 
     ``seq`` follows the order events were written, and ``created_at`` that order to
