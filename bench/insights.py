@@ -10,8 +10,9 @@
    ledger rows: insights never read the ledger;
 3. times ``artist_insights(force=True)`` (reads + analytics + cache write), the same
    call served from the cache, ``program_return``, ``simulate`` and
-   ``fan_lifetime_value``; then runs the full insights again under tracemalloc for the
-   peak of Python allocations, and prints the process's peak RSS (ru_maxrss).
+   ``fan_lifetime_value``; then where the forced insights' time goes (each read, then
+   the analysis); then runs them again in a fresh process for its peak RSS
+   (ru_maxrss), and in another under tracemalloc for the peak of Python allocations.
 
 Run: ``.venv/bin/python bench/insights.py [--fans 100000] [--sales 200000]
 [--postgres] [--seed 1] [--reuse FILE]``. Figures are wall and CPU time of the measuring
@@ -235,33 +236,53 @@ def measure(url: str) -> None:
 
     # Where the time goes: the reads, then the pure analytics.
     from royalties import insights as pure
-    from royalties.services.insights import _load_sales, _load_uplines, _rewards_by_fan
+    from royalties.services.insights import _load_summary, _load_uplines, _rewards_by_fan
 
-    sales = timed("  reads: sales + reward sums per sale", _load_sales, session, ARTIST)
+    summary = timed("  reads: sales added up per chain, buyer, day", _load_summary, session, ARTIST)
+    print(f"    {len(summary.chains)} chain groups, {len(summary.spent)} buyers")
     by_fan = timed("  reads: rewards per fan", _rewards_by_fan, session, ARTIST)
-    fans = pure.involved_fans(sales)
-    sponsors, handles = timed("  reads: fans and uplines", _load_uplines, session, fans)
+    sponsors, handles = timed("  reads: fans and uplines", _load_uplines, session, summary.fans)
     session.rollback()
     timed(
         "  analyse (graph, ranks, tops, picture)",
         pure.analyse,
-        sales,
+        summary,
         sponsors,
         handles=handles,
         rewards_by_fan=by_fan,
     )
-    del sales, by_fan, sponsors, handles
-
-    tracemalloc.start()
-    insights.artist_insights(session, ARTIST, force=True)
-    _, peak = tracemalloc.get_traced_memory()
-    tracemalloc.stop()
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(f"  peak Python allocations (tracemalloc, forced insights) {peak / 2**20:8.1f} MiB")
-    print(f"  peak RSS of the measuring process (ru_maxrss)          {rss / 1024:8.1f} MiB")
-    print(f"  load average after measuring: {os.getloadavg()[0]:.1f}")
+    del summary, by_fan, sponsors, handles
     session.close()
     engine.dispose()
+
+    # Memory: forced insights alone in a fresh process (spawned, so nothing of this one
+    # is counted): its peak RSS, then in another its peak of Python allocations.
+    spawn = mp.get_context("spawn")
+    for traced in (False, True):
+        with spawn.Pool(1) as pool:
+            peak = pool.apply(forced_peak, (url, traced))
+        what = (
+            "peak Python allocations (tracemalloc, forced insights)"
+            if traced
+            else "peak RSS of a process doing forced insights (ru_maxrss)"
+        )
+        print(f"  {what:<56} {peak / 2**20:8.1f} MiB", flush=True)
+    print(f"  load average after measuring: {os.getloadavg()[0]:.1f}")
+
+
+def forced_peak(url: str, traced: bool) -> int:
+    """Forced insights in this (fresh) process; its peak RSS, or with ``traced`` the peak
+    of Python allocations, in bytes."""
+    engine = make_engine(url)
+    session = make_sessionmaker(engine)()
+    if traced:
+        tracemalloc.start()
+    insights.artist_insights(session, ARTIST, force=True)
+    session.close()
+    engine.dispose()
+    if traced:
+        return tracemalloc.get_traced_memory()[1]
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
 def main() -> None:

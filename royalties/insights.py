@@ -110,16 +110,94 @@ def _within(moment: datetime, start: datetime | None, end: datetime | None) -> b
     return (start is None or moment >= _utc(start)) and (end is None or moment < _utc(end))
 
 
-# -- the referral graph ---------------------------------------------------------------
+# -- the sales added up ----------------------------------------------------------------
+
+MAX_NET = 2**63 - 1  # a BIGINT's largest value: no sale's net is above it
+CASCADE_KEY_ID = 19 + 26  # where the sale id starts in a cascade_key
 
 
-def involved_fans(sales: Iterable[Sale]) -> set[str]:
-    """Every buyer and every fan of a stored chain."""
-    fans: set[str] = set()
+def cascade_key(net: int, created_at: datetime, sale_id: str) -> str:
+    """A string that sorts a chain's sales as ``largest_cascades`` ranks them: the largest
+    net first, then the earliest, then by id. Fixed width up to the id (the net's
+    complement in 19 digits, naive UTC with microseconds in 26 characters), so the
+    database builds and compares the same strings (``royalties.services.insights``)."""
+    naive = _utc(created_at).replace(tzinfo=None)
+    return f"{MAX_NET - net:019d}{naive.isoformat(' ', 'microseconds')}{sale_id}"
+
+
+class ChainSales(NamedTuple):
+    """Attributed sales that share a stored chain, added up: all of its sales, or, when
+    ``buyer`` is set, the sales of that buyer, who holds a position in the chain (a
+    position that brought nothing in and is credited nothing)."""
+
+    chain: tuple[str, ...]
+    buyer: str | None
+    net: int  # revenue net of refunds
+    sales: int  # how many sales the chain carried, refunded ones included
+    best: str  # cascade_key of its largest sale
+
+
+@dataclass(frozen=True)
+class Summary:
+    """What the analytics need of an artist's sales, added up: per chain (a few
+    hundred thousand groups for millions of sales at 1M fans), per buyer, per day.
+    ``summarise`` adds up sales; the service has the database add them up the same."""
+
+    chains: list[ChainSales]
+    spent: dict[str, int]  # buyer -> net of its own purchases
+    days: dict[date, Totals]  # per UTC day of recording
+    currencies: set[str]
+
+    @property
+    def totals(self) -> Totals:
+        return added(self.days.values())
+
+    @property
+    def fans(self) -> set[str]:
+        """Every fan involved: every buyer and every fan of a stored chain."""
+        fans = set(self.spent)
+        for group in self.chains:
+            fans.update(group.chain)
+        return fans
+
+
+def summarise(sales: Iterable[Sale]) -> Summary:
+    """The ``Summary`` of ``sales``."""
+    groups: dict[tuple[tuple[str, ...], str | None], list[Any]] = {}
+    spent: dict[str, int] = {}
+    days: dict[date, list[int]] = {}
+    currencies: set[str] = set()
     for sale in sales:
-        fans.add(sale.buyer_id)
-        fans.update(sale.chain)
-    return fans
+        net, kept, buyer = sale.net, sale.counted, sale.buyer_id
+        spent[buyer] = spent.get(buyer, 0) + net
+        currencies.add(sale.currency)
+        day = days.setdefault(_utc(sale.created_at).date(), [0, 0, 0, 0, 0])  # as Totals
+        day[2] += sale.net_rewards
+        if not sale.chain:
+            day[1] += net
+            day[4] += kept
+            continue
+        day[0] += net
+        day[3] += kept
+        chain = tuple(sale.chain)
+        best = cascade_key(net, sale.created_at, sale.id)
+        key = (chain, buyer if buyer in chain else None)
+        group = groups.get(key)
+        if group is None:
+            groups[key] = [net, 1, best]
+        else:
+            group[0] += net
+            group[1] += 1
+            group[2] = min(group[2], best)
+    return Summary(
+        [ChainSales(chain, buyer, *group) for (chain, buyer), group in groups.items()],
+        spent,
+        {day: Totals(*figures) for day, figures in sorted(days.items())},
+        currencies,
+    )
+
+
+# -- the referral graph ---------------------------------------------------------------
 
 
 def referral_graph(sponsor_of: Mapping[str, str | None], fans: Iterable[str] = ()) -> nx.DiGraph:
@@ -314,41 +392,22 @@ class Revenue:
         return self.spent.get(fan_id, 0) + self.any_level.get(fan_id, 0)
 
 
-def revenue_by_fan(sales: Iterable[Sale]) -> Revenue:
+def revenue_by_fan(sales: Iterable[Sale] | Summary) -> Revenue:
+    """Net revenue per fan, from the sales or from their ``Summary``."""
+    summary = sales if isinstance(sales, Summary) else summarise(sales)
     level1: dict[str, int] = {}
     any_level: dict[str, int] = {}
-    spent: dict[str, int] = {}
-
-    def credit(chain: tuple[str, ...], net: int, buyer: str | None) -> None:
-        if chain[0] != buyer:
-            level1[chain[0]] = level1.get(chain[0], 0) + net
+    # The hottest loop of a batch run: plain dicts, no properties. A group's sales share
+    # a chain, so their revenue is credited up it once (sums of integers: the figures are
+    # those of crediting sale by sale); a buyer holding a position in it is not credited.
+    for chain, buyer, net, _sales, _best in summary.chains:
+        first = chain[0]
+        if first != buyer:
+            level1[first] = level1.get(first, 0) + net
         for fan in chain:
             if fan != buyer:
                 any_level[fan] = any_level.get(fan, 0) + net
-
-    # The hottest loop of a batch run: plain dicts, no properties. Many sales share one
-    # stored chain (the readers share the tuple), so their revenue is summed per chain
-    # first and credited up each chain once; sums of integers, so the figures are the
-    # same. A buyer holding a position in its own chain is credited sale by sale.
-    by_chain: dict[int, list[Any]] = {}
-    for sale in sales:
-        net = sale.amount - sale.refunded_amount
-        buyer = sale.buyer_id
-        spent[buyer] = spent.get(buyer, 0) + net
-        chain = sale.chain
-        if not chain:
-            continue
-        if buyer in chain:
-            credit(chain, net, buyer)
-            continue
-        group = by_chain.get(id(chain))  # the group holds the tuple: its id stays its own
-        if group is None:
-            by_chain[id(chain)] = [chain, net]
-        else:
-            group[1] += net
-    for chain, net in by_chain.values():
-        credit(chain, net, None)
-    return Revenue(level1, any_level, spent)
+    return Revenue(level1, any_level, summary.spent)
 
 
 def lifetime_value(sales: Iterable[Sale], fan_id: str) -> int:
@@ -394,6 +453,15 @@ class Totals(NamedTuple):
     direct_sales: int
 
 
+def added(totals: Iterable[Totals]) -> Totals:
+    """Several ``Totals`` (of days, say) as one."""
+    sums = [0, 0, 0, 0, 0]
+    for one in totals:
+        for place, value in enumerate(one):
+            sums[place] += value
+    return Totals(*sums)
+
+
 def return_figures(
     totals: Totals,
     currencies: Iterable[str],
@@ -422,24 +490,24 @@ def return_figures(
     }
 
 
-def daily_series(sales: Iterable[Sale]) -> list[dict[str, Any]]:
+def daily_series(sales: Iterable[Sale] | Summary) -> list[dict[str, Any]]:
     """Sales, net revenue and net rewards per UTC day, ascending, quiet days included."""
-    days: dict[date, list[int]] = {}
-    for sale in sales:
-        day = _utc(sale.created_at).date()
-        row = days.get(day)
-        if row is None:
-            row = days[day] = [0, 0, 0]
-        row[0] += sale.refunded_amount < sale.amount
-        row[1] += sale.amount - sale.refunded_amount
-        row[2] += sale.rewards - sale.rewards_reversed
+    days = (sales if isinstance(sales, Summary) else summarise(sales)).days
     if not days:
         return []
     out = []
     day, last = min(days), max(days)
+    quiet = Totals(0, 0, 0, 0, 0)
     while day <= last:
-        sold, revenue, rewards = days.get(day, (0, 0, 0))
-        out.append({"date": day.isoformat(), "sales": sold, "revenue": revenue, "rewards": rewards})
+        totals = days.get(day, quiet)
+        out.append(
+            {
+                "date": day.isoformat(),
+                "sales": totals.attributed_sales + totals.direct_sales,
+                "revenue": totals.attributed_revenue + totals.direct_revenue,
+                "rewards": totals.rewards,
+            }
+        )
         day += timedelta(days=1)
     return out
 
@@ -458,48 +526,32 @@ def series_within(
     return out
 
 
-def largest_cascades(sales: Iterable[Sale], n: int = 10) -> list[dict[str, Any]]:
+def largest_cascades(sales: Iterable[Sale] | Summary, n: int = 10) -> list[dict[str, Any]]:
     """The deepest chains of fans, each chain once however many sales it carried.
 
     A chain is ranked by its deepest reach, then by its largest sale's net, then by that
     sale's age; ``purchase_id`` names that sale and ``sales`` counts every sale the
     chain carried (several buyers through one link give one cascade, not several)."""
-
-    def rank(sale: Sale) -> tuple[int, int, datetime, str]:
-        return (-len(sale.chain), sale.refunded_amount - sale.amount, sale.created_at, sale.id)
-
-    # First per chain tuple (the readers share one per stored chain: its id is a cheap
-    # key, and the group holds the tuple so the id stays its own), each sale ranked
-    # only against its chain's best so far (same chain, same depth); then equal
-    # chains held in different tuples are merged.
-    groups: dict[int, list[Any]] = {}  # id -> [chain, sales carried, best's rank, best]
-    for sale in sales:
-        chain = sale.chain
-        if not chain:
-            continue
-        key = (sale.refunded_amount - sale.amount, sale.created_at, sale.id)
-        group = groups.get(id(chain))
-        if group is None:
-            groups[id(chain)] = [chain, 1, key, sale]
+    summary = sales if isinstance(sales, Summary) else summarise(sales)
+    # Equal chains in several groups (per buyer in its own chain; or stored as other
+    # text) are one cascade: [sales carried, best sale's key].
+    merged: dict[tuple[str, ...], list[Any]] = {}
+    for chain, _buyer, _net, carried, best in summary.chains:
+        found = merged.get(chain)
+        if found is None:
+            merged[chain] = [carried, best]
         else:
-            group[1] += 1
-            if key < group[2]:
-                group[2], group[3] = key, sale
-    best: dict[tuple[str, ...], Sale] = {}
-    carried: dict[tuple[str, ...], int] = {}
-    for chain, count, _key, sale in groups.values():
-        chain = tuple(chain)
-        carried[chain] = carried.get(chain, 0) + count
-        if chain not in best or rank(sale) < rank(best[chain]):
-            best[chain] = sale
+            found[0] += carried
+            found[1] = min(found[1], best)
+    ranked = heapq.nsmallest(n, merged.items(), key=lambda item: (-len(item[0]), item[1][1]))
     return [
         {
-            "purchase_id": sale.id,
-            "levels": len(sale.chain),
-            "fan_ids": list(sale.chain),
-            "sales": carried[tuple(sale.chain)],
+            "purchase_id": best[CASCADE_KEY_ID:],
+            "levels": len(chain),
+            "fan_ids": list(chain),
+            "sales": carried,
         }
-        for sale in heapq.nsmallest(n, best.values(), key=rank)
+        for chain, (carried, best) in ranked
     ]
 
 
@@ -563,7 +615,7 @@ def _top(values: Mapping[str, float], n: int) -> list[str]:
 
 
 def analyse(
-    sales: Sequence[Sale],
+    sales: Sequence[Sale] | Summary,
     sponsor_of: Mapping[str, str | None],
     *,
     handles: Mapping[str, str] | None = None,
@@ -578,7 +630,8 @@ def analyse(
     ``rewards_by_fan`` is each fan's net rewards from this artist's sales.
     """
     handles = handles or {}
-    fans = involved_fans(sales)
+    summary = sales if isinstance(sales, Summary) else summarise(sales)
+    fans = summary.fans
     links = Links.of(sponsor_of, fans)
     forest = links.forest()
     # On a forest the measures need only the nodes; on anything else, networkx.
@@ -588,7 +641,7 @@ def analyse(
     downline = downline_by_level(graph, forest=forest)
     rank = influence_rank(graph, forest=forest)
     between = betweenness(graph, forest=forest)
-    money = revenue_by_fan(sales)
+    money = revenue_by_fan(summary)
 
     measures: dict[str, Mapping[str, float]] = {
         "attributed_revenue": money.level1,
@@ -622,7 +675,7 @@ def analyse(
             "fans": len(links.nodes),
             "edges": len(links.sponsor),
             "depth": max(depth.values(), default=0),
-            "largest_cascades": largest_cascades(sales, cascades),
+            "largest_cascades": largest_cascades(summary, cascades),
         },
         "top": {key: [row(fan) for fan in ids] for key, ids in ranked.items()},
         "picture": picture(

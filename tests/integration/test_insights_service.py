@@ -3,6 +3,7 @@ program return over a period, the simulator and lifetime values."""
 
 from __future__ import annotations
 
+from collections import Counter
 from datetime import UTC, datetime, timedelta
 
 import pytest
@@ -251,3 +252,74 @@ def test_program_return_and_the_simulator_sum_in_sql_what_the_sales_sum_to(world
     assert everything["currencies"] == ["USD"]
     nothing = insights.program_return(session, build.artist("Nobody"))
     assert (nothing["rewards"], nothing["return_bps"], nothing["currencies"]) == (0, None, [])
+
+
+def test_the_database_adds_up_the_sales_as_summarise_adds_them_up(world, session, build):
+    """Forced insights read the sales added up by the database, never sale by sale:
+    the same summary (chains, buyers, days, currencies) as ``insights.summarise`` over
+    every sale read back, and the same figures as analysing those sales. The sales
+    cover refunds (part and whole), a rejected reward, direct sales, two currencies,
+    several days, a fan buying through its own downline (it holds a position in its
+    chain), and ties on net and time that only the purchase id breaks."""
+    f = world.fans
+    euro = build.content(world.artist, price=500, currency="EUR")
+    first = world.sell(at=T0)
+    whole = world.sell(at=T0 + timedelta(hours=5))
+    world.sell(at=T0 + timedelta(hours=5))  # the same net and time as `whole`'s sibling
+    world.sell(at=T0 + timedelta(hours=5))
+    world.sell(code=False, amount=700, at=T0 + timedelta(days=1))
+    own = record_purchase(  # F2 buys through F6's link: F2 sits in its own chain
+        session,
+        storefront_id=world.shop,
+        content_id=world.item.id,
+        amount=1999,
+        currency="USD",
+        buyer=BuyerRef(fan_id=f[1]),
+        share_code=world.code,
+        now=T0 + timedelta(days=2),
+    )
+    record_purchase(  # F6 buys in euros, attributed to its upline
+        session,
+        storefront_id=world.shop,
+        content_id=euro.id,
+        amount=500,
+        currency="EUR",
+        buyer=BuyerRef(fan_id=f[-1]),
+        now=T0 + timedelta(days=4),
+    )
+    world.refund(first, 1000)
+    world.refund(whole, 1999)
+    rejected = update(Reward).where(Reward.purchase_id == first["id"], Reward.level == 2)
+    session.execute(rejected.values(review_state="rejected"))
+    session.commit()
+
+    summary = insights._load_summary(session, world.artist)
+    sales = insights._load_sales(session, world.artist)
+    session.rollback()
+    assert f[1] in next(s.chain for s in sales if s.id == own["id"])
+    expected = analytics.summarise(sales)
+    assert Counter(summary.chains) == Counter(expected.chains)
+    assert any(group.buyer == f[1] for group in summary.chains)
+    assert (summary.spent, summary.days, summary.currencies) == (
+        expected.spent,
+        expected.days,
+        expected.currencies,
+    )
+    assert len(summary.days) == 4 and summary.currencies == {"USD", "EUR"}
+
+    data = insights.artist_insights(session, world.artist, force=True)
+    sponsors, handles = insights._load_uplines(session, expected.fans)
+    rewards_by_fan = insights._rewards_by_fan(session, world.artist)
+    session.rollback()
+    found = analytics.analyse(sales, sponsors, handles=handles, rewards_by_fan=rewards_by_fan)
+    assert (data["graph"], data["top"], data["picture"]) == (
+        found["graph"],
+        found["top"],
+        found["picture"],
+    )
+    assert data["roi"] == analytics.program_return(sales)
+    assert data["series"] == analytics.daily_series(sales)
+    # The link's chain carried five sales; its best: two at 1999 at one moment, the id.
+    tied = [s for s in sales if s.created_at == T0 + timedelta(hours=5) and s.net == 1999]
+    (cascade,) = [c for c in data["graph"]["largest_cascades"] if c["sales"] == 5]
+    assert len(tied) == 2 and cascade["purchase_id"] == min(s.id for s in tied)
