@@ -10,7 +10,7 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 from api import config as config_module
 from api import errors, guards, metrics, reference, telemetry
 from api.errors import ProblemApi
-from api.extensions import db, init_mail
+from api.extensions import db, init_clicks, init_mail
 from api.limits import limiter
 
 # HTML pages load scripts and styles from this origin only, and are never framed.
@@ -38,6 +38,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     telemetry.register(app)  # first: every later hook runs with the request's id
     db.init_app(app, engine=app.config.get("ENGINE"))
     init_mail(app)
+    init_clicks(app)
 
     api = ProblemApi(
         app,

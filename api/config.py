@@ -210,6 +210,11 @@ def from_env() -> dict[str, Any]:
         "STRIPE_MAX_REQUESTS_PER_SECOND": _float_env("STRIPE_MAX_REQUESTS_PER_SECOND"),
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
         "CLICK_HASH_SALT": os.environ.get("CLICK_HASH_SALT", "royalties-click"),
+        # Clicks written in batches (royalties/clicks.py): every this many seconds, 0 for
+        # a transaction per click. Unset: 0.25, or 0 under TESTING (api.app).
+        "CLICK_BATCH_SECONDS": _float_env("CLICK_BATCH_SECONDS"),
+        # How long a process keeps where an active link sends its clicks (batched only).
+        "CLICK_LINK_CACHE_SECONDS": _float_env("CLICK_LINK_CACHE_SECONDS"),
         # Signs the dashboard's session cookie. Unset: a random key per process, so
         # sessions end with the process (``royalties serve`` shares one across workers).
         "SECRET_KEY": os.environ.get("SECRET_KEY") or secrets.token_hex(32),

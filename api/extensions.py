@@ -10,6 +10,7 @@ from flask import Flask, g
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
 
+from royalties.clicks import BatchedClicks
 from royalties.db import make_engine, make_sessionmaker
 from royalties.notify.mail import Outbox, transport_for
 from royalties.payments.stripe import StripeGateway, gateway_from_config
@@ -51,7 +52,44 @@ class Database:
 
 db = Database()
 
-__all__ = ["db", "gateway_from_config", "init_mail", "outbox", "stripe_gateway"]
+__all__ = [
+    "batched_clicks",
+    "db",
+    "gateway_from_config",
+    "init_clicks",
+    "init_mail",
+    "outbox",
+    "stripe_gateway",
+]
+
+CLICK_BATCH_SECONDS, CLICK_LINK_CACHE_SECONDS = 0.25, 5.0  # the defaults outside TESTING
+
+
+def init_clicks(app: Flask) -> None:
+    """Batched clicks (``royalties.clicks``) unless ``CLICK_BATCH_SECONDS`` is 0; unset,
+    on outside TESTING (the tests' apps write each click before answering)."""
+    interval = app.config.get("CLICK_BATCH_SECONDS")
+    if interval is None:
+        interval = 0.0 if app.testing else CLICK_BATCH_SECONDS
+    cache = app.config.get("CLICK_LINK_CACHE_SECONDS")
+    cache = CLICK_LINK_CACHE_SECONDS if cache is None else cache
+    if interval > 0:
+        engine = app.extensions["royalties.db"][0]
+        app.extensions["royalties.clicks"] = BatchedClicks(engine, interval, cache)
+
+
+def batched_clicks() -> BatchedClicks | None:
+    """The app's batched clicks; None when each click is written before its answer."""
+    from flask import current_app
+
+    return current_app.extensions.get("royalties.clicks")
+
+
+def forget_link(code: str) -> None:
+    """This process disabled the link: its cached target goes at once."""
+    clicks = batched_clicks()
+    if clicks is not None:
+        clicks.targets.forget(code)
 
 
 def stripe_gateway() -> StripeGateway:

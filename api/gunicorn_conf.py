@@ -8,6 +8,7 @@
 - Prometheus multiprocess mode: each worker writes its counters to files in
   ``PROMETHEUS_MULTIPROC_DIR`` (a directory of this instance's own, made by
   ``royalties serve``); a worker that exits is marked dead so its live gauges go.
+- A worker that stops writes the clicks it queued (``royalties.clicks``) first.
 - The instance's private directory is removed when the master exits.
 """
 
@@ -35,6 +36,13 @@ class Logger(glogging.Logger):  # type: ignore[misc]
 
 
 logger_class = Logger
+
+
+def worker_exit(_server: Any, _worker: Any) -> None:
+    """A worker that stops writes the clicks it has queued (``royalties.clicks``)."""
+    from royalties.clicks import flush_all
+
+    flush_all()
 
 
 def child_exit(_server: Any, worker: Any) -> None:

@@ -231,6 +231,14 @@ def _sqlite_on_begin(conn: Any) -> None:
 
 
 @contextmanager
+def reading(engine: Engine) -> Iterator[Connection]:
+    """A connection of ``engine`` for reads only: on SQLite its transactions take no
+    write lock (``BEGIN DEFERRED``), so a read never waits for, or holds up, a writer."""
+    with engine.connect() as conn:
+        yield conn.execution_options(**{_READ_ONLY: True})
+
+
+@contextmanager
 def first_read(session: Session) -> Iterator[Connection]:
     """A connection for a read that comes before a request's work, such as the API key's
     lookup; the work's own transaction begins after it.

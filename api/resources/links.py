@@ -11,7 +11,7 @@ from werkzeug.wrappers import Response as BaseResponse
 
 from api.auth import current_principal, require
 from api.errors import PROBLEM_MIME, ProblemSchema
-from api.extensions import db
+from api.extensions import batched_clicks, db, forget_link
 from api.schemas.links import ShareLink, ShareLinkCreate, ShareLinkStats
 from royalties.models import ShareLink as ShareLinkRow
 from royalties.services import links
@@ -79,6 +79,7 @@ class ShareLinkDisable(MethodView):
         row = links.disable_share_link(
             db.session, code=code, acting_role=principal.role, acting_owner_id=principal.owner_id
         )
+        forget_link(code)
         return _link(row)
 
 
@@ -99,14 +100,15 @@ class Click(MethodView):
     )
     def get(self, code: str) -> BaseResponse:
         """Follow a share link (anyone, no key): record a click and redirect"""
-        target = links.resolve_click(
-            db.session,
-            code=code,
-            ip_hash=links.hash_client_address(
-                current_app.config["CLICK_HASH_SALT"], request.remote_addr or ""
-            ),
-            user_agent=request.headers.get("User-Agent", ""),
+        ip_hash = links.hash_client_address(
+            current_app.config["CLICK_HASH_SALT"], request.remote_addr or ""
         )
+        agent = request.headers.get("User-Agent", "")
+        batched = batched_clicks()
+        if batched is not None:  # queued, written within CLICK_BATCH_SECONDS
+            target = batched.follow(code, ip_hash, agent)
+        else:
+            target = links.resolve_click(db.session, code=code, ip_hash=ip_hash, user_agent=agent)
         if target is None:
             return Response(NOT_FOUND_PAGE, status=404, mimetype="text/html")
         response = redirect(target, 302)

@@ -10,7 +10,7 @@ from typing import Any
 import marshmallow as ma
 from flask import current_app, flash, redirect, render_template, request, url_for
 
-from api.extensions import db
+from api.extensions import db, forget_link
 from api.schemas.catalog import ContentCreate
 from api.web import forms, signin
 from api.web.views import bp
@@ -127,6 +127,7 @@ def content_link_disable(content_id: str, code: str) -> Any:
     )
     if link.content_id != content_id:
         raise ValidationFailed("That link is not a link of this item.")
+    forget_link(code)
     flash(f"Disabled the link {code}: it attributes nothing from now on.", "info")
     return redirect(url_for("web.content_item", content_id=content_id) + "#links", code=303)
 

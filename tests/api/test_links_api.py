@@ -218,6 +218,54 @@ def test_a_disabled_code_is_a_404_page_and_records_no_click(api):
     assert clicks_on(api, code) == []
 
 
+@pytest.fixture
+def batched(engine, db_url, session):
+    """An app that batches clicks (as a server does by default), its rounds far apart:
+    the test writes them with ``flush``."""
+    from tests.conftest import create_test_app
+    from tests.helpers import ApiDriver
+
+    app = create_test_app(engine, db_url, CLICK_BATCH_SECONDS=3600)
+    yield ApiDriver(app.test_client(), session), app.extensions["royalties.clicks"]
+    app.extensions["royalties.clicks"].writer.close()
+
+
+def test_a_batched_click_redirects_at_once_and_is_written_with_its_round(batched, statements):
+    api, clicks = batched
+    code = share(api, api.fan(), publish(api, api.artist(), "https://shop.test/s?x=1"))["code"]
+    api.session.rollback()
+    statements.clear()
+    for _ in range(3):
+        response = click(api, code)
+        assert response.status_code == 302
+        assert response.headers["Location"] == f"https://shop.test/s?x=1&ref={code}"
+        assert response.headers["Cache-Control"] == "no-store"
+    # The target, read once, without the write lock: no transaction per click.
+    assert "BEGIN IMMEDIATE" not in statements
+    [read] = [s for s in statements if not s.upper().startswith(("BEGIN", "COMMIT"))]
+    assert read.upper().startswith("SELECT")
+    assert clicks_on(api, code) == [] and clicks.writer.pending == 3
+    assert clicks.writer.flush() == 3
+    rows = clicks_on(api, code)
+    salt = api.client.application.config["CLICK_HASH_SALT"]
+    address = hashlib.sha256(f"{salt}203.0.113.7".encode()).hexdigest()
+    assert [(r.ip_hash, r.user_agent) for r in rows] == [(address, "Mozilla/5.0 (test)")] * 3
+    assert click(api, "not-a-code!").status_code == 404
+    assert click(api, "zzzzzzzzzz").status_code == 404 and clicks.writer.pending == 0
+
+
+def test_a_link_disabled_through_this_process_stops_redirecting_at_once(batched):
+    api, clicks = batched
+    fan = api.fan()
+    code = share(api, fan, publish(api, api.artist()))["code"]
+    assert click(api, code).status_code == 302
+    api.ok("POST", f"/v1/share-links/{code}/disable", fan)
+    response = click(api, code)
+    assert response.status_code == 404 and response.mimetype == "text/html"
+    assert clicks.writer.flush() == 1  # the click before the disabling
+    assert api.ok("GET", f"/v1/share-links/{code}", fan)["clicks"] == 1
+
+
 # reading and disabling -------------------------------------------------------------
 
 

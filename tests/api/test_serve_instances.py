@@ -16,7 +16,7 @@ import requests
 from prometheus_client.parser import text_string_to_metric_families
 from sqlalchemy import func, select
 
-from royalties.models import Purchase
+from royalties.models import Click, Purchase
 from royalties.services.accounts import create_admin_key
 from tests.api.live import Served, free_port, serve_process
 
@@ -164,3 +164,46 @@ def test_a_sigterm_during_a_burst_of_purchases_loses_no_acknowledged_one(
             select(func.count()).select_from(Purchase).where(Purchase.id.in_(acknowledged))
         )
     assert found == len(acknowledged)
+
+
+def test_clicks_queued_in_each_worker_are_written_when_the_server_stops(
+    db_url, engine, session, tmp_path
+):
+    """Batched clicks (the server's default), rounds an hour apart: none is written while
+    it runs, every answered click is once SIGTERM stops its two workers."""
+    admin = create_admin_key(session)
+    session.close()
+    env = {**shared_home(tmp_path), "CLICK_BATCH_SECONDS": "3600"}
+    with serve_process(db_url, env=env, args=WORKERS) as served:
+        base = f"http://127.0.0.1:{served.port}"
+
+        def post(path: str, key: str | None, body: Any) -> Any:
+            headers = {"Authorization": f"Bearer {key}"} if key else {}
+            answer = requests.post(base + path, json=body, headers=headers, timeout=30)
+            assert answer.status_code == 201, answer.text
+            return answer.json()
+
+        artist = post("/v1/artists", admin, {"name": "Ada"})
+        item = {"title": "S", "kind": "track", "price": 500, "currency": "USD"}
+        item = post("/v1/content", artist["api_key"], {**item, "storefront_url": "https://s.io/1"})
+        fan = post("/v1/fans", None, {"handle": "ann"})
+        code = post("/v1/share-links", fan["api_key"], {"content_id": item["id"]})["code"]
+        answered: list[int] = []
+
+        def client() -> None:
+            with requests.Session() as http:  # keep-alive: the requests spread over workers
+                for _ in range(50):
+                    answer = http.get(f"{base}/l/{code}", allow_redirects=False, timeout=30)
+                    answered.append(answer.status_code)
+
+        threads = [threading.Thread(target=client) for _ in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(timeout=60)
+        assert answered == [302] * 200
+        with engine.connect() as conn:
+            assert conn.scalar(select(func.count()).select_from(Click)) == 0  # all queued
+        assert served.stop() == 0
+    with engine.connect() as conn:
+        assert conn.scalar(select(func.count()).select_from(Click).where(Click.code == code)) == 200
