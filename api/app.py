@@ -9,19 +9,17 @@ from werkzeug.middleware.proxy_fix import ProxyFix
 
 from api import config as config_module
 from api import errors, guards, metrics, reference, telemetry
+from api.clicks import ClickRedirects
 from api.errors import ProblemApi
 from api.extensions import db, init_clicks, init_mail
+from api.headers import security_headers
 from api.limits import limiter
-
-# HTML pages load scripts and styles from this origin only, and are never framed.
-CONTENT_SECURITY_POLICY = (
-    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; "
-    "frame-ancestors 'none'"
-)
+from api.web.signin import PageSessions
 
 
 def create_app(config: dict[str, Any] | None = None) -> Flask:
     app = Flask(__name__)
+    app.session_interface = PageSessions()  # sessions for the dashboard's pages only
     app.config.update(config_module.from_env())
     if config:
         app.config.update(config)
@@ -32,8 +30,6 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
     proxies = app.config.get("TRUSTED_PROXIES", 0)
     if not 0 <= proxies <= 5:
         raise ValueError(f"TRUSTED_PROXIES must be 0 to 5, got {proxies}")
-    if proxies:  # take the client's address and scheme from that many proxies' headers
-        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
 
     telemetry.register(app)  # first: every later hook runs with the request's id
     db.init_app(app, engine=app.config.get("ENGINE"))
@@ -107,14 +103,13 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        response.headers.setdefault("X-Content-Type-Options", "nosniff")
-        response.headers.setdefault("Referrer-Policy", "no-referrer")
-        response.headers.setdefault("X-Frame-Options", "DENY")
-        if response.mimetype == "text/html":
-            response.headers.setdefault("Content-Security-Policy", CONTENT_SECURITY_POLICY)
-        if request.path.startswith("/v1/"):
-            # API answers carry keys, balances and payouts: no cache may keep them.
-            response.headers.setdefault("Cache-Control", "no-store")
+        for name, value in security_headers(response.mimetype, request.path):
+            response.headers.setdefault(name, value)
         return response
 
+    batched = app.extensions.get("royalties.clicks")
+    if batched is not None:  # a click needs no database: answered before Flask (api.clicks)
+        app.wsgi_app = ClickRedirects(app, batched, app.wsgi_app)  # type: ignore[method-assign]
+    if proxies:  # outermost: the client's address and scheme from that many proxies' headers
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=proxies, x_proto=proxies)  # type: ignore[method-assign]
     return app

@@ -44,6 +44,38 @@ def loggable_path(path: str) -> str:
     return _SECRET_PATHS.sub(r"\1[redacted]", path)
 
 
+def finished(
+    method: str,
+    route: str,
+    path: str,
+    status: int,
+    seconds: float,
+    role: str | None = None,
+    principal_id: str | None = None,
+) -> None:
+    """What every answered request leaves behind: its metrics and its log line."""
+    metrics.observe_request(method, route, status, seconds)
+    path = loggable_path(path)
+    log.info(
+        "%s %s %s %.1fms %s",
+        method,
+        path,
+        status,
+        seconds * 1000,
+        f"{role}:{principal_id}" if role else "-",
+        extra={
+            "http": {
+                "method": method,
+                "path": path,
+                "status": status,
+                "duration_ms": round(seconds * 1000, 1),
+                "role": role,
+                "principal_id": principal_id,
+            }
+        },
+    )
+
+
 def register(app: Flask) -> None:
     """Install the hooks and the health checks; call first in ``create_app``, so every
     later before-request hook (the limiter, the shape checks) runs with an id."""
@@ -60,32 +92,18 @@ def register(app: Flask) -> None:
         if request_id is None:  # a request that failed before the first hook
             return response
         response.headers[HEADER] = request_id
-        seconds = time.perf_counter() - g.started
         route = request.url_rule.rule if request.url_rule is not None else "<unmatched>"
-        metrics.observe_request(request.method, route, response.status_code, seconds)
-        principal = g.get("principal")
-        viewer = g.get("viewer")
-        who = principal or viewer
+        who = g.get("principal") or g.get("viewer")
         role = getattr(who, "role", None)
         principal_id = getattr(who, "owner_id", None) or getattr(who, "key_id", None)
-        path = loggable_path(request.path)
-        log.info(
-            "%s %s %s %.1fms %s",
+        finished(
             request.method,
-            path,
+            route,
+            request.path,
             response.status_code,
-            seconds * 1000,
-            f"{role}:{principal_id}" if role else "-",
-            extra={
-                "http": {
-                    "method": request.method,
-                    "path": path,
-                    "status": response.status_code,
-                    "duration_ms": round(seconds * 1000, 1),
-                    "role": role,
-                    "principal_id": principal_id,
-                }
-            },
+            time.perf_counter() - g.started,
+            role,
+            principal_id,
         )
         return response
 

@@ -3,7 +3,8 @@
 A click is a counter (a link's stats, the click-flood signal): no money, attribution
 or sign-up depends on it. At thousands of clicks a second its own transaction was most
 of what a click cost (``bench/purchases.py``). So a server with ``CLICK_BATCH_SECONDS``
-above 0 (the default) answers ``GET /l/<code>`` from memory:
+above 0 (the default) answers ``GET /l/<code>`` from memory (``api.clicks``, in front of
+Flask):
 
 - ``LinkTargets``: where an active link sends the client, read from the database the
   first time and then kept for ``CLICK_LINK_CACHE_SECONDS``; an unknown or disabled

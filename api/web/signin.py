@@ -9,6 +9,9 @@ tokens guard forms.
 - Signing in clears the session and issues a fresh CSRF token (no session fixation).
   Every POST must carry the session's token in ``csrf_token``; the login form too, so a
   third-party page cannot sign a browser into someone else's account.
+- Only pages have sessions: an API call (``/v1/``, a key) or a click (``/l/``, no one)
+  never opens one, so neither pays for reading and signing a cookie it would ignore
+  (``PageSessions``).
 - Who sees what: admins any artist or fan page; an artist its own artist page; a fan its
   own fan page. Storefront keys have no dashboard.
 """
@@ -22,7 +25,8 @@ from dataclasses import dataclass
 from functools import wraps
 from typing import Any, TypeVar
 
-from flask import abort, current_app, flash, g, redirect, request, session, url_for
+from flask import Flask, Request, abort, current_app, flash, g, redirect, request, session, url_for
+from flask.sessions import SecureCookieSessionInterface, SessionMixin
 from sqlalchemy import select
 
 from api.extensions import db
@@ -39,6 +43,20 @@ F = TypeVar("F", bound=Callable[..., Any])
 USER = "dashboard_user"
 CSRF = "csrf_token"
 DASHBOARD_ROLES = PERSON_ROLES
+
+
+# Paths that never have a session: the API (authenticated by key) and the click redirect.
+SESSIONLESS = ("/v1/", "/l/")
+
+
+class PageSessions(SecureCookieSessionInterface):
+    """Flask's signed-cookie sessions for the pages; on ``SESSIONLESS`` paths a null
+    session (Flask writes no cookie for it, and any write to it fails loudly)."""
+
+    def open_session(self, app: Flask, request: Request) -> SessionMixin | None:
+        if request.path.startswith(SESSIONLESS):
+            return self.make_null_session(app)
+        return super().open_session(app, request)
 
 
 @dataclass(frozen=True)

@@ -26,8 +26,8 @@ from flask import request
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session
 
-from api.app import CONTENT_SECURITY_POLICY
 from api.dev.fake_stripe import FakeStripe, make_event, sign_payload
+from api.headers import CONTENT_SECURITY_POLICY
 from royalties.services.accounts import create_admin_key
 from tests.api.live import live_server
 from tests.conftest import create_test_app
