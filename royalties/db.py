@@ -329,6 +329,11 @@ def insert_rows_returning(
     return list(conn.execute(returned, {"rows": _json_rows(table, columns, rows)}).all())
 
 
+def json_rows(table: Table, rows: Sequence[Mapping[str, Any]]) -> list[Mapping[str, Any]]:
+    """``rows`` (dicts with the same keys) as ``json_rows_insert`` reads them."""
+    return _json_rows(table, tuple(rows[0]), rows) if rows else []
+
+
 def _json_rows(
     table: Table, columns: tuple[str, ...], rows: Sequence[Mapping[str, Any]]
 ) -> list[Mapping[str, Any]]:
@@ -458,16 +463,31 @@ def _naive_utc_text(value: datetime | None) -> str | None:
     return None if naive is None else naive.isoformat()
 
 
+def json_records(param: str, columns: Sequence[tuple[str, Any]], alias: str = "r") -> Any:
+    """SQL (PostgreSQL): the rows of the JSON parameter ``param`` as a table of these
+    ``(name, type)`` columns (``json_to_recordset``)."""
+    return (
+        func.json_to_recordset(bindparam(param, type_=JSON))
+        .table_valued(*(column(name, type_) for name, type_ in columns))
+        .render_derived(name=alias, with_types=True)
+    )
+
+
+def json_rows_insert(
+    table: Table, columns: tuple[str, ...], *, or_ignore: bool = False, param: str = "rows"
+) -> Any:
+    """``INSERT .. SELECT`` (PostgreSQL) of ``columns`` from the JSON parameter ``param``
+    (rows as ``json_rows`` makes them): what ``insert_rows`` sends there, and a part of a
+    statement of several (``.cte()``) when each part names its own ``param``."""
+    _check_columns(table, columns)
+    record = json_records(param, [(name, table.c[name].type) for name in columns], f"r_{param}")
+    source = select(*(record.c[name] for name in columns))
+    return _rows_insert("postgresql", table, or_ignore).from_select(columns, source)
+
+
 @lru_cache(maxsize=64)
 def _json_rows_insert(dialect: str, table: Table, columns: tuple[str, ...], or_ignore: bool) -> Any:
-    _check_columns(table, columns)
-    record = (
-        func.json_to_recordset(bindparam("rows", type_=JSON))
-        .table_valued(*(column(name, table.c[name].type) for name in columns))
-        .render_derived(name="r", with_types=True)
-    )
-    source = select(*(record.c[name] for name in columns))
-    return _rows_insert(dialect, table, or_ignore).from_select(columns, source)
+    return json_rows_insert(table, columns, or_ignore=or_ignore)
 
 
 def make_sessionmaker(engine: Engine) -> sessionmaker[Session]:

@@ -72,6 +72,13 @@ def body(event_id: str, type_: str, created_at: datetime, data: Mapping[str, Any
 def record_all(session: Session, events: Iterable[Pending], *, now: datetime | None = None) -> int:
     """Write these events in the session's transaction, in order, in one statement, each
     at its ``at`` or else ``now``. Does not commit. Returns how many were written."""
+    rows = event_rows(events, now=now)
+    insert_rows(session.connection(), table(Event), rows)
+    return len(rows)
+
+
+def event_rows(events: Iterable[Pending], *, now: datetime | None = None) -> list[dict[str, Any]]:
+    """The ``events`` table's rows for these events, as ``record_all`` writes them."""
     now = now or utcnow()
     rows = []
     for event in events:
@@ -91,8 +98,7 @@ def record_all(session: Session, events: Iterable[Pending], *, now: datetime | N
                 "fanned_out": False,
             }
         )
-    insert_rows(session.connection(), table(Event), rows)
-    return len(rows)
+    return rows
 
 
 def record(

@@ -291,7 +291,21 @@ def complete_all(session: Session, results: Sequence[tuple[Claim, dict[str, Any]
     if not results:
         return
     conn = session.connection()
-    rows = [
+    rows = record_rows(results)
+    stored: Sequence[Any]
+    if conn.dialect.name == "postgresql" and len(rows) > 1:
+        # One JSON parameter: a multi-row VALUES of a batch's 3,500 placeholders is
+        # parsed anew by the driver and the server on every call.
+        stored = insert_rows_returning(conn, table(IdempotencyRecord), rows, "id", or_ignore=True)
+    else:
+        stored = conn.execute(_record(conn.dialect.name), rows).all()
+    check_completed(len(stored), len(results))
+
+
+def record_rows(results: Sequence[tuple[Claim, dict[str, Any]]]) -> list[dict[str, Any]]:
+    """The idempotency records ``complete_all`` writes (insert-or-ignore: a record there
+    already means a duplicate was processed meanwhile)."""
+    return [
         {
             "client_id": claim.client_id,
             "key": claim.key,
@@ -303,14 +317,11 @@ def complete_all(session: Session, results: Sequence[tuple[Claim, dict[str, Any]
         }
         for claim, body in results
     ]
-    stored: Sequence[Any]
-    if conn.dialect.name == "postgresql" and len(rows) > 1:
-        # One JSON parameter: a multi-row VALUES of a batch's 3,500 placeholders is
-        # parsed anew by the driver and the server on every call.
-        stored = insert_rows_returning(conn, table(IdempotencyRecord), rows, "id", or_ignore=True)
-    else:
-        stored = conn.execute(_record(conn.dialect.name), rows).all()
-    if len(stored) != len(results):
+
+
+def check_completed(stored: int, claimed: int) -> None:
+    """``IdempotencyInFlight`` unless every claimed key's record was written."""
+    if stored != claimed:
         raise IdempotencyInFlight("a request with this Idempotency-Key was processed meanwhile")
 
 

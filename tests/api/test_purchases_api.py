@@ -288,3 +288,33 @@ def test_the_ids_a_sale_writes_sort_in_the_order_sales_were_recorded(api, world)
     events = api.session.scalars(select(Event.id).order_by(Event.seq)).all()
     assert len(events) >= 6
     assert [e[:13] for e in events] == sorted(e[:13] for e in events)  # by millisecond
+
+
+def test_a_sale_is_written_in_one_statement_on_postgresql(api, world, engine):
+    """Its purchase, rewards, ledger accounts, transaction and entries, events and
+    idempotency record: one round trip on PostgreSQL (data-modifying CTEs); on SQLite,
+    in process, one statement per table."""
+    from sqlalchemy import event
+
+    _artist, shop, item = world
+    code = share(api, api.chain(3)[-1], item["id"])
+    fan = {"fan_id": api.fan().id}
+    buy(api, shop, item, fan, share_code=code, key="warm-up")  # its first sale: a sponsor
+    seen: list[str] = []
+
+    def record(_conn, _cursor, statement, *_rest):
+        seen.append(statement)
+
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        receipt = buy(api, shop, item, fan, share_code=code, key="counted")
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    assert len(receipt["rewards"]) == 3
+    writes = [s for s in seen if s.lstrip().upper().startswith(("INSERT", "WITH", "UPDATE"))]
+    tables = ("purchases", "rewards", "ledger_accounts", "ledger_transactions")
+    tables += ("ledger_entries", "events", "idempotency_records")
+    if engine.dialect.name == "postgresql":
+        assert len(writes) == 1, writes
+    assert all(any(f"INSERT INTO {name} " in w for w in writes) for name in tables)
+    ledger_is_sound(api.session)

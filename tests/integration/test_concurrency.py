@@ -35,7 +35,7 @@ from royalties.models import (
 )
 from royalties.services import balances, purchases, refunds
 from royalties.services.purchases import BuyerRef
-from tests.helpers import buy, new_key, share
+from tests.helpers import buy, new_key, row_counts, share
 from tests.integration.conftest import (
     Builder,
     assert_forest,
@@ -319,6 +319,40 @@ def test_a_duplicate_that_slips_past_the_lock_stores_nothing(engine, session):
     b.close()
     rows = session.scalars(select(IdempotencyRecord).where(IdempotencyRecord.key == "k")).all()
     assert [r.response_body for r in rows] == [{"who": "a"}]
+
+
+def test_a_sale_whose_key_a_duplicate_completed_meanwhile_stores_nothing(engine, session, shop):
+    """The same race through a whole sale: its writes (on PostgreSQL one statement) find
+    the other request's record, refuse, and nothing of the sale is kept."""
+    scope = "POST /v1/purchases"
+    body_hash = idempotency.fingerprint(scope, {"sale": 1})
+    claims = []
+    for s in (session, Session(engine)):
+        claims.append(
+            idempotency.claim(
+                s, client_id=shop.storefront, key="k", scope=scope, request_hash=body_hash
+            )
+        )
+        s.rollback()
+    other = Session(engine)
+    idempotency.complete(other, claims[1], {"who": "the other"})
+    other.commit()
+    other.close()
+    before = row_counts(session)
+    with pytest.raises(IdempotencyInFlight):
+        purchases.record_purchase(
+            session,
+            storefront_id=shop.storefront,
+            content_id=shop.item,
+            amount=1999,
+            currency="USD",
+            buyer=BuyerRef(email="raced@buyer.test"),
+            share_code=shop.code,
+            claim=claims[0],
+        )
+    session.rollback()
+    assert row_counts(session) == before
+    ledger_clean(session)
 
 
 # ---- b. concurrent purchases crediting one five-level upline ---------------------------
