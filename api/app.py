@@ -12,7 +12,7 @@ from api import errors, guards, metrics, reference, telemetry
 from api.clicks import ClickRedirects
 from api.errors import ProblemApi
 from api.extensions import db, init_clicks, init_mail
-from api.headers import security_headers
+from api.headers import add_security_headers
 from api.limits import limiter
 from api.web.signin import PageSessions
 
@@ -103,8 +103,7 @@ def create_app(config: dict[str, Any] | None = None) -> Flask:
 
     @app.after_request
     def _security_headers(response: Response) -> Response:
-        for name, value in security_headers(response.mimetype, request.path):
-            response.headers.setdefault(name, value)
+        add_security_headers(response.headers, response.mimetype, request.path)
         return response
 
     batched = app.extensions.get("royalties.clicks")

@@ -7,7 +7,8 @@ matching, a dozen hooks, a response object), more than the click itself. So with
 batching on, ``ClickRedirects`` answers a well-formed code's click itself, doing for
 it what the Flask route and the app's hooks do, through the same functions:
 
-- the per-address click budget (``api.limits.spend``) and its 429 page (``refusal``);
+- the per-address click budget (``api.limits.spend``, counted as the route counts it:
+  ``address_key``) and its 429 page (``refusal``);
 - the request id (``X-Request-Id`` kept or made, on every log line meanwhile), the
   request's metrics and its log line (``api.telemetry.finished``);
 - the security headers (``api.headers``) and ``Cache-Control: no-store``;
@@ -33,8 +34,8 @@ from werkzeug.utils import redirect
 
 from api import logs
 from api.config import metrics_port
-from api.headers import security_headers
-from api.limits import CLICKS, EXTENSION, refusal, spend
+from api.headers import add_security_headers, security_headers
+from api.limits import CLICKS, address_key, refusal, spend
 from api.metrics import local_port
 from api.telemetry import HEADER, finished, request_id_from
 from royalties.clicks import BatchedClicks
@@ -67,7 +68,6 @@ class ClickRedirects:
         self.app, self.clicks, self.inner = app, clicks, inner
         self.salt = str(app.config["CLICK_HASH_SALT"])
         self.metrics_port = metrics_port(app.config.get("METRICS_BIND"))
-        self.limited = EXTENSION in app.extensions
 
     def __call__(self, environ: dict[str, Any], start_response: Callable[..., Any]) -> Any:
         path = environ.get("PATH_INFO", "")
@@ -99,9 +99,14 @@ class ClickRedirects:
         address = environ.get("REMOTE_ADDR") or ""
         try:
             with self.app.app_context():
-                wait = spend(CLICKS, "addr:" + (address or "unknown")) if self.limited else None
+                wait = spend(CLICKS, address_key(address))
                 if wait is not None:
-                    return self._refused(environ, start_response, wait, path, started, request_id)
+                    refused = refusal(CLICKS, wait)
+                    add_security_headers(refused.headers, refused.mimetype, path)
+                    refused.headers[HEADER] = request_id
+                    seconds = time.perf_counter() - started
+                    finished("GET", ROUTE, path, refused.status_code, seconds)
+                    return refused(environ, start_response)
             agent = environ.get("HTTP_USER_AGENT", "")
             target = self.clicks.follow(code, hash_client_address(self.salt, address), agent)
         except Exception:  # the route meets the same trouble and answers as the app does
@@ -120,19 +125,3 @@ class ClickRedirects:
         start_response("302 FOUND" if status == 302 else "404 NOT FOUND", headers)
         finished("GET", ROUTE, path, status, time.perf_counter() - started)
         return [body]
-
-    def _refused(
-        self,
-        environ: dict[str, Any],
-        start_response: Callable[..., Any],
-        wait: int,
-        path: str,
-        started: float,
-        request_id: str,
-    ) -> Any:
-        answer = refusal(CLICKS, wait)
-        for name, value in security_headers(answer.mimetype, path):
-            answer.headers.setdefault(name, value)
-        answer.headers[HEADER] = request_id
-        finished("GET", ROUTE, path, answer.status_code, time.perf_counter() - started)
-        return answer(environ, start_response)

@@ -211,7 +211,7 @@ def from_env() -> dict[str, Any]:
         "PUBLIC_BASE_URL": os.environ.get("PUBLIC_BASE_URL", "http://127.0.0.1:8000"),
         "CLICK_HASH_SALT": os.environ.get("CLICK_HASH_SALT", "royalties-click"),
         # Clicks written in batches (royalties/clicks.py): every this many seconds, 0 for
-        # a transaction per click. Unset: 0.25, or 0 under TESTING (api.app).
+        # a transaction per click. Unset: 0.25, or 0 under TESTING (api.extensions.init_clicks).
         "CLICK_BATCH_SECONDS": _float_env("CLICK_BATCH_SECONDS"),
         # How long a process keeps where an active link sends its clicks (batched only).
         "CLICK_LINK_CACHE_SECONDS": _float_env("CLICK_LINK_CACHE_SECONDS"),

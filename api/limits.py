@@ -119,7 +119,12 @@ PAGES = {
 
 
 def client_address() -> str:
-    return "addr:" + (request.remote_addr or "unknown")
+    return address_key(request.remote_addr)
+
+
+def address_key(remote_addr: str | None) -> str:
+    """What a budget counted per client address is counted under."""
+    return "addr:" + (remote_addr or "unknown")
 
 
 def api_client() -> str:

@@ -161,6 +161,11 @@ class Summary:
         return fans
 
 
+def summary_of(sales: Iterable[Sale] | Summary) -> Summary:
+    """``sales`` as a ``Summary``: itself when it is one, else ``summarise(sales)``."""
+    return sales if isinstance(sales, Summary) else summarise(sales)
+
+
 def summarise(sales: Iterable[Sale]) -> Summary:
     """The ``Summary`` of ``sales``."""
     groups: dict[tuple[tuple[str, ...], str | None], list[Any]] = {}
@@ -394,7 +399,7 @@ class Revenue:
 
 def revenue_by_fan(sales: Iterable[Sale] | Summary) -> Revenue:
     """Net revenue per fan, from the sales or from their ``Summary``."""
-    summary = sales if isinstance(sales, Summary) else summarise(sales)
+    summary = summary_of(sales)
     level1: dict[str, int] = {}
     any_level: dict[str, int] = {}
     # The hottest loop of a batch run: plain dicts, no properties. A group's sales share
@@ -420,26 +425,10 @@ def program_return(
 ) -> dict[str, Any]:
     """Attributed vs direct revenue (net of refunds) and what the rewards cost, for the
     sales recorded in [start, end) (all of them when open)."""
-    attributed_revenue = direct_revenue = rewards = attributed_sales = direct_sales = 0
-    currencies: set[str] = set()
     if start is not None or end is not None:
         sales = [sale for sale in sales if _within(sale.created_at, start, end)]
-    for sale in sales:  # a batch loop: plain fields, no properties
-        amount, refunded = sale.amount, sale.refunded_amount
-        currencies.add(sale.currency)
-        rewards += sale.rewards - sale.rewards_reversed
-        if sale.chain:
-            attributed_revenue += amount - refunded
-            attributed_sales += refunded < amount
-        else:
-            direct_revenue += amount - refunded
-            direct_sales += refunded < amount
-    return return_figures(
-        Totals(attributed_revenue, direct_revenue, rewards, attributed_sales, direct_sales),
-        currencies,
-        start=start,
-        end=end,
-    )
+    summary = summarise(sales)
+    return return_figures(summary.totals, summary.currencies, start=start, end=end)
 
 
 class Totals(NamedTuple):
@@ -492,7 +481,7 @@ def return_figures(
 
 def daily_series(sales: Iterable[Sale] | Summary) -> list[dict[str, Any]]:
     """Sales, net revenue and net rewards per UTC day, ascending, quiet days included."""
-    days = (sales if isinstance(sales, Summary) else summarise(sales)).days
+    days = summary_of(sales).days
     if not days:
         return []
     out = []
@@ -532,7 +521,7 @@ def largest_cascades(sales: Iterable[Sale] | Summary, n: int = 10) -> list[dict[
     A chain is ranked by its deepest reach, then by its largest sale's net, then by that
     sale's age; ``purchase_id`` names that sale and ``sales`` counts every sale the
     chain carried (several buyers through one link give one cascade, not several)."""
-    summary = sales if isinstance(sales, Summary) else summarise(sales)
+    summary = summary_of(sales)
     # Equal chains in several groups (per buyer in its own chain; or stored as other
     # text) are one cascade: [sales carried, best sale's key].
     merged: dict[tuple[str, ...], list[Any]] = {}
@@ -630,7 +619,7 @@ def analyse(
     ``rewards_by_fan`` is each fan's net rewards from this artist's sales.
     """
     handles = handles or {}
-    summary = sales if isinstance(sales, Summary) else summarise(sales)
+    summary = summary_of(sales)
     fans = summary.fans
     links = Links.of(sponsor_of, fans)
     forest = links.forest()

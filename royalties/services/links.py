@@ -200,11 +200,12 @@ def resolve_click(session: Session, *, code: str, ip_hash: str, user_agent: str)
     conn = session.connection()  # Core on the session's transaction: no ORM on this path
     if conn.dialect.name == "postgresql":
         target = conn.execute(_TARGET_AND_RECORD, click).scalar()
-    else:  # in process: two statements cost less than one with a CTE
-        target = conn.execute(_TARGET, {"code": code}).scalar()
-        if target is not None:
-            conn.execute(_RECORD, click)
-    return None if target is None else add_ref(target, code)
+        return None if target is None else add_ref(target, code)
+    # In process: two statements cost less than one with a CTE.
+    found = link_target(conn, code)
+    if found is not None:
+        conn.execute(_RECORD, click)
+    return found
 
 
 def link_target(conn: Connection, code: str) -> str | None:
